@@ -1,0 +1,89 @@
+"""FIA_MASK files: safetensors (never pickle) with the metadata needed to refuse a wrong model.
+
+Tensors: `pruned/<key>` and `kept/<key>`, sorted flat int32 indices into the weight.
+Metadata (strings): format, format_version, architecture, layers (keys, shapes, neuron columns),
+concepts, hyperparameters, fingerprint of the weights the mask was computed on, pruned count.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .errors import FIAInputError
+from .layers import FFLayer
+from .masks import UnlearningMask
+
+FORMAT = "fia-unlearning-mask"
+FORMAT_VERSION = 1
+
+
+def save_mask(mask: UnlearningMask, path: str | Path, extra_metadata: dict[str, str] | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for layer in mask.layers:
+        tensors[f"pruned/{layer.key}"] = mask.pruned[layer.key].to(torch.int32).contiguous()
+        tensors[f"kept/{layer.key}"] = mask.kept_agnostic[layer.key].to(torch.int32).contiguous()
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "architecture": mask.architecture,
+        "layers": json.dumps([layer.as_dict() for layer in mask.layers]),
+        "concepts": json.dumps(mask.concepts),
+        "hyperparameters": json.dumps(mask.hyperparameters, default=str),
+        "fingerprint": mask.fingerprint,
+        "pruned_weights": str(mask.pruned_count),
+        "total_weights": str(mask.total_weights),
+    } | (extra_metadata or {})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except Exception as error:  # safetensors raises several types for damaged files
+        raise FIAInputError(
+            f"mask file '{Path(path).name}': not a readable safetensors file ({error}). "
+            "Choose a file written by FIA Save Mask, or save the mask again."
+        ) from error
+
+
+def load_mask(path: str | Path) -> UnlearningMask:
+    from safetensors.torch import load_file
+
+    name = Path(path).name
+    metadata = read_metadata(path)
+    if metadata.get("format") != FORMAT:
+        raise FIAInputError(
+            f"mask file '{name}': this safetensors file is not an FIA mask (no '{FORMAT}' metadata); it may be "
+            "a checkpoint or LoRA. Choose a file written by FIA Save Mask."
+        )
+    version = int(metadata.get("format_version", "0"))
+    if version > FORMAT_VERSION:
+        raise FIAInputError(f"mask file '{name}': format version {version} is newer than this pack reads; update the pack.")
+    try:
+        layers = [FFLayer.from_dict(d) for d in json.loads(metadata["layers"])]
+        tensors = load_file(str(path))
+        pruned = {layer.key: tensors[f"pruned/{layer.key}"].long() for layer in layers}
+        kept = {layer.key: tensors[f"kept/{layer.key}"].long() for layer in layers}
+        concepts = json.loads(metadata["concepts"])
+        hyper = json.loads(metadata.get("hyperparameters", "{}"))
+    except (KeyError, ValueError, TypeError) as error:
+        raise FIAInputError(f"mask file '{name}': damaged or incomplete ({error!r}). Save the mask again.") from error
+    for layer in layers:
+        numel = layer.out_features * layer.in_features
+        for indices in (pruned[layer.key], kept[layer.key]):
+            if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= numel):
+                raise FIAInputError(f"mask file '{name}': indices outside layer {layer.key}; the file is damaged.")
+    return UnlearningMask(metadata["architecture"], layers, pruned, kept, concepts, hyper, metadata.get("fingerprint", ""))

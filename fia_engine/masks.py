@@ -1,0 +1,103 @@
+"""The mask objects that travel between nodes (FIA_CONCEPT_MASKS, FIA_MASK) and their checks.
+
+Masks are sorted flat indices into the full weight matrix (int64 in memory): FIA prunes well
+under 1% of the FF weights, so indices are ~8x smaller than dense bools and exact.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import FIAInputError
+from .layers import FFLayer
+
+log = logging.getLogger("FIA")
+
+
+@dataclass
+class ConceptMasks:
+    """Eq.4-6 output: for every concept, the selected weights of every layer."""
+
+    architecture: str
+    layers: list[FFLayer]
+    selected: dict[str, dict[str, torch.Tensor]]
+    settings: dict[str, dict]
+    fingerprint: str
+    source: dict = field(default_factory=dict)
+
+    @property
+    def concepts(self) -> list[str]:
+        return list(self.selected)
+
+    def count(self, concept: str) -> int:
+        return sum(int(idx.numel()) for idx in self.selected[concept].values())
+
+
+@dataclass
+class UnlearningMask:
+    """Eq.8 output: the weights to prune, plus the concept-agnostic ones that were kept."""
+
+    architecture: str
+    layers: list[FFLayer]
+    pruned: dict[str, torch.Tensor]
+    kept_agnostic: dict[str, torch.Tensor]
+    concepts: list[str]
+    hyperparameters: dict
+    fingerprint: str
+
+    @property
+    def pruned_count(self) -> int:
+        return sum(int(idx.numel()) for idx in self.pruned.values())
+
+    @property
+    def total_weights(self) -> int:
+        return sum(layer.out_features * layer.in_features for layer in self.layers)
+
+    @property
+    def sparsity(self) -> float:
+        return self.pruned_count / max(1, self.total_weights)
+
+    def dense(self, key: str) -> torch.Tensor:
+        """The pruned set of one layer as a bool matrix of the weight's shape."""
+        layer = next(layer for layer in self.layers if layer.key == key)
+        flat = torch.zeros(layer.out_features * layer.in_features, dtype=torch.bool)
+        flat[self.pruned[key].long()] = True
+        return flat.view(layer.shape)
+
+
+def check_layers_match(
+    what: str, architecture: str, layers: list[FFLayer], target_architecture: str, target_layers: list[FFLayer],
+    target_name: str = "model",
+) -> None:
+    """Refuses masks for another architecture or other layer shapes, with a message that says why."""
+    if architecture != target_architecture:
+        raise FIAInputError(
+            f"{what}: it was computed for a {architecture} model but the {target_name} is {target_architecture}. "
+            f"Compute a mask on a {target_architecture} model, or connect a {architecture} model."
+        )
+    target = {layer.key: layer.shape for layer in target_layers}
+    missing = [layer.key for layer in layers if layer.key not in target]
+    if missing:
+        raise FIAInputError(
+            f"{what}: {len(missing)} of its layers do not exist in the {target_name} (first: {missing[0]}). "
+            "The mask was computed on a model with another block layout; recompute it on this model."
+        )
+    wrong = [(layer.key, layer.shape, target[layer.key]) for layer in layers if target[layer.key] != layer.shape]
+    if wrong:
+        key, have, want = wrong[0]
+        raise FIAInputError(
+            f"{what}: layer shapes differ from the {target_name}'s ({len(wrong)} layers; first {key}: "
+            f"mask {list(have)} vs {target_name} {list(want)}). Recompute the mask on this model."
+        )
+
+
+def warn_if_other_weights(what: str, fingerprint: str, target_fingerprint: str) -> None:
+    if fingerprint and target_fingerprint and fingerprint != target_fingerprint:
+        log.warning(
+            "FIA: %s was computed on other weights (fingerprint %s, this model %s): same architecture, "
+            "probably another fine-tune. It applies, but may forget less or harm more.",
+            what, fingerprint, target_fingerprint,
+        )

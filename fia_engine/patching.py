@@ -1,0 +1,85 @@
+"""Apply Unlearning Mask: pruning (W <- W * (1 - strength * P)) expressed as ModelPatcher patches.
+
+Two mechanisms, both on a clone, never touching the input model:
+- "patch" (default): a weight adapter in the key's patch list. Weights are computed once when the
+  model loads: nothing runs per step. It composes in graph order like every patch: LoRAs loaded
+  BEFORE the mask are masked too; a LoRA loaded AFTER it adds its delta to the pruned weights.
+  The pruned weights are baked into CheckpointSave and carried by merges.
+- "wrapper": a weight function that runs at every forward after all patches, so no later LoRA
+  can refill pruned weights, at the cost of one masked copy per layer per forward. Not saved in
+  checkpoints, not carried by merges.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import FIAInputError
+from .layers import fingerprint, layers_of_patcher, original_weights
+from .masks import UnlearningMask, check_layers_match, warn_if_other_weights
+
+MODES = ("patch", "wrapper")
+
+try:  # the base class lets ComfyUI's calculate_weight dispatch to us; it exists from 0.3.3x on
+    from comfy.weight_adapter.base import WeightAdapterBase
+except ImportError:  # pragma: no cover - very old ComfyUI
+    WeightAdapterBase = object
+
+
+def prune(weight: torch.Tensor, indices: torch.Tensor, strength: float) -> torch.Tensor:
+    """Scales the listed entries (flat indices) by 1 - strength; strength 1 gives exact zeros."""
+    flat = weight.view(-1) if weight.is_contiguous() else weight.contiguous().view(-1)
+    indices = indices.to(flat.device, torch.long)
+    if strength >= 1.0:
+        flat.index_fill_(0, indices, 0.0)
+    elif strength > 0.0:
+        flat.index_copy_(0, indices, flat.index_select(0, indices) * (1.0 - strength))
+    return flat.view(weight.shape)
+
+
+class PruneMaskAdapter(WeightAdapterBase):
+    """A ComfyUI weight adapter whose patch prunes the weights listed in its index tensor."""
+
+    name = "fia_prune_mask"
+
+    def __init__(self, loaded_keys: set[str], weights: tuple[torch.Tensor]):
+        self.loaded_keys = loaded_keys
+        self.weights = weights
+
+    def calculate_shape(self, key):
+        return None
+
+    def calculate_weight(self, weight, key, strength, strength_model, offset, function,
+                         intermediate_dtype=torch.float32, original_weight=None):
+        return prune(weight, self.weights[0], float(strength))
+
+
+def _masking_function(indices: torch.Tensor, strength: float):
+    def mask_weight(weight: torch.Tensor) -> torch.Tensor:
+        return prune(weight.clone(), indices, strength)
+
+    return mask_weight
+
+
+def apply_mask(patcher, mask: UnlearningMask, strength: float = 1.0, mode: str = "patch"):
+    """A clone of `patcher` with the mask's weights pruned; checks architecture and shapes first."""
+    if not 0.0 <= strength <= 1.0:
+        raise FIAInputError(f"strength: {strength} is out of range; use 0 (untouched) to 1 (fully pruned).")
+    if mode not in MODES:
+        raise FIAInputError(f"mode: '{mode}' is unknown; use one of {', '.join(MODES)}.")
+    spec, layers = layers_of_patcher(patcher, streams=tuple({layer.stream for layer in mask.layers}))
+    check_layers_match("mask", mask.architecture, mask.layers, spec.family, layers)
+    warn_if_other_weights("mask", mask.fingerprint, fingerprint(original_weights(patcher, mask.layers)))
+    model = patcher.clone()
+    if strength == 0.0:
+        return model
+    if mode == "patch":
+        patches = {key: PruneMaskAdapter({key}, (indices,)) for key, indices in mask.pruned.items() if indices.numel()}
+        added = model.add_patches(patches, strength_patch=strength)
+        if len(added) != len(patches):
+            raise FIAInputError("mask: some of its layer keys are not weights of this model.")
+    else:
+        for key, indices in mask.pruned.items():
+            if indices.numel():
+                model.add_weight_wrapper(key, _masking_function(indices, strength))
+    return model

@@ -1,0 +1,111 @@
+"""Select Sensitive Neurons and Fuse Masks on whole saliency records (Eq.3-8, layer by layer)."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from . import fusion, selection
+from .errors import FIAInputError
+from .masks import ConceptMasks, UnlearningMask, check_layers_match, warn_if_other_weights
+from .prompts import r2_for
+from .saliency import SaliencyRecord
+from .statistics import contrastive_saliency
+
+SELECTION_METHODS = ("fia", "conceptprune")
+FUSION_MODES = ("concept-agnostic", "union")
+log = logging.getLogger("FIA")
+
+
+def check_ratio(name: str, value: float, allow_zero: bool = False) -> None:
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not (low_ok and value <= 1):
+        bound = "0 <= " if allow_zero else "0 < "
+        raise FIAInputError(f"{name}: {value} is out of range; it is a fraction, {bound}{name} <= 1 (e.g. 0.01 = 1%).")
+
+
+def select_sensitive_neurons(
+    record: SaliencyRecord,
+    r1: float = 0.05,
+    r2: float = 0.0,
+    r2_overrides: dict[str, float] | None = None,
+    method: str = "fia",
+) -> ConceptMasks:
+    """Eq.3-6 for every concept. r2 = 0 uses the preset's paper value (Table 8)."""
+    check_ratio("r1", r1)
+    check_ratio("r2", r2, allow_zero=True)
+    if method not in SELECTION_METHODS:
+        raise FIAInputError(f"method: '{method}' is unknown; use one of {', '.join(SELECTION_METHODS)}.")
+    if method == "conceptprune" and record.form != "reference":
+        raise FIAInputError("method: ConceptPrune selection needs a saliency run with saliency_form = reference.")
+    overrides = {k.lower(): v for k, v in (r2_overrides or {}).items()}
+    steps = record.recorded_steps
+    selected: dict[str, dict[str, torch.Tensor]] = {}
+    settings: dict[str, dict] = {}
+    for concept in record.concepts:
+        ratio = r2_for(concept, record.preset, r2, overrides)
+        base = record.base_moments[record.concept_base[concept]]
+        per_layer = {}
+        for layer in record.layers:
+            abs_weight = record.abs_weights[layer.key].float()
+            mean_c = record.concept_moments[concept][layer.key].mean
+            mean_b, std_b = base[layer.key].mean, base[layer.key].std
+            if method == "fia":
+                saliency = (contrastive_saliency(abs_weight, mean_c[t], mean_b[t], std_b[t]) for t in range(steps))
+                chosen = selection.spatial_selection(selection.time_integrated_sensitivity(saliency, r1), ratio)
+            else:
+                chosen = selection.conceptprune_selection(abs_weight, mean_c, mean_b, ratio)
+            rows, cols = chosen.nonzero(as_tuple=True)
+            per_layer[layer.key] = rows * layer.in_features + cols + layer.neuron_columns.start
+        selected[concept] = per_layer
+        settings[concept] = {"r1": r1, "r2": ratio, "method": method, "form": record.form, "preset": record.preset}
+    return ConceptMasks(
+        record.architecture, list(record.layers), selected, settings, record.fingerprint,
+        source={"saliency": record.settings, "recorded_steps": steps},
+    )
+
+
+def merge_concept_masks(inputs: list[ConceptMasks]) -> ConceptMasks:
+    """Puts masks from separate saliency runs (e.g. objects and artists) into one set."""
+    first = inputs[0]
+    merged = ConceptMasks(first.architecture, list(first.layers), {}, {}, first.fingerprint, dict(first.source))
+    for number, masks in enumerate(inputs, start=1):
+        what = f"concept_masks input {number}"
+        check_layers_match(what, masks.architecture, masks.layers, first.architecture, first.layers, "first input")
+        if {layer.key for layer in masks.layers} != {layer.key for layer in first.layers}:
+            raise FIAInputError(f"{what}: covers other layers than the first input; compute both on one model.")
+        warn_if_other_weights(what, masks.fingerprint, first.fingerprint)
+        for concept in masks.concepts:
+            if concept.lower() in {c.lower() for c in merged.selected}:
+                raise FIAInputError(
+                    f"{what}: concept '{concept}' is already in another input. Remove it from one of the runs."
+                )
+            merged.selected[concept] = masks.selected[concept]
+            merged.settings[concept] = masks.settings[concept]
+    return merged
+
+
+def fuse_masks(inputs: list[ConceptMasks], alpha: float = 0.6, mode: str = "concept-agnostic") -> UnlearningMask:
+    """Eq.7-8 over all concepts of all inputs."""
+    check_ratio("alpha", alpha)
+    if mode not in FUSION_MODES:
+        raise FIAInputError(f"fusion: '{mode}' is unknown; use one of {', '.join(FUSION_MODES)}.")
+    if not inputs:
+        raise FIAInputError("concept_masks: connect at least one FIA_CONCEPT_MASKS input.")
+    masks = merge_concept_masks(inputs)
+    concepts = masks.concepts
+    threshold = fusion.agnostic_threshold(alpha, len(concepts)) if mode == "concept-agnostic" else None
+    pruned, kept = {}, {}
+    for layer in masks.layers:
+        counts = fusion.concept_counts([masks.selected[c][layer.key] for c in concepts], layer.out_features * layer.in_features)
+        pruned[layer.key], kept[layer.key] = fusion.fuse_counts(counts, threshold)
+    mask = UnlearningMask(
+        masks.architecture, list(masks.layers), pruned, kept, concepts,
+        {"alpha": alpha, "fusion": mode, "agnostic_threshold": threshold, "per_concept": masks.settings,
+         "saliency": masks.source.get("saliency", {})},
+        masks.fingerprint,
+    )
+    log.info("FIA: fused %d concepts: %d weights pruned (%.4f%%), %d concept-agnostic kept",
+             len(concepts), mask.pruned_count, 100 * mask.sparsity, sum(int(k.numel()) for k in kept.values()))
+    return mask

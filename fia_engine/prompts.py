@@ -1,0 +1,199 @@
+"""Concept/base prompt pairs (paper Tables 6-7): the contrast of Eq.2 is between them.
+
+A pair shares its placeholder and its noise seed, so both prompts start from the same latent
+and differ only by the concept. Base prompts do not depend on the concept, so concepts that use
+the same preset, placeholders and seed share one base set (its statistics are computed once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+
+from .errors import FIAInputError
+
+PLACES = (
+    "road", "tree", "forest", "lawn", "clubhouse", "courtyard", "backyard", "cityscape", "suburb",
+    "mall", "cafe", "office", "library", "market", "bridge", "harbor", "garden", "beach", "room",
+    "park", "street", "shelter", "chair", "table", "bag", "mountain", "valley", "waterfall",
+    "desert", "sunrise",
+)
+PERSONS = (
+    "man", "woman", "girl", "boy", "mother", "father", "kid", "professor", "student",
+    "group of friends", "celebrity", "child", "couple", "guy", "doctor", "nurse", "teacher", "lawyer",
+)
+OBJECTS = (
+    "cat", "dog", "mouse", "bear", "car", "chair", "bag", "building", "chicken", "duck", "sofa",
+    "table", "tree", "bicycle", "door", "rabbit", "ball", "bat", "horse", "bird", "flower", "bowl",
+    "bottle", "wall", "clock", "television", "guitar", "truck", "laptop", "book",
+)
+
+CONCEPT_SLOT = "{concept}"
+PLACEHOLDER_SLOT = "{placeholder}"
+
+
+@dataclass(frozen=True)
+class PromptPreset:
+    """Templates, vocabulary and the paper's selection defaults (Table 8) for one task."""
+
+    name: str
+    concept_templates: tuple[str, ...]
+    base_templates: tuple[str, ...]
+    placeholders: tuple[str, ...]
+    r2: float = 0.01
+    alpha: float = 0.6
+    r2_per_concept: dict[str, float] = field(default_factory=dict)
+
+
+PRESETS: dict[str, PromptPreset] = {
+    "objects": PromptPreset(
+        "objects",
+        ("a {concept} in a {placeholder}", "a {concept} near the {placeholder}"),
+        ("a {placeholder}",),
+        PLACES,
+        r2=0.007,
+        alpha=0.6,
+        r2_per_concept={"parachute": 0.03, "golf ball": 0.03, "gas pump": 0.03},
+    ),
+    "explicit": PromptPreset(
+        "explicit", ("a photo of a {concept} {placeholder}",), ("a photo of a {placeholder}",),
+        PERSONS, r2=0.01, alpha=0.6,
+    ),
+    "art": PromptPreset(
+        "art", ("a {placeholder} in the style of {concept}",), ("a {placeholder}",), OBJECTS,
+        r2=0.02, alpha=0.8, r2_per_concept={"van gogh": 0.03},
+    ),
+}
+PRESET_NAMES = (*PRESETS, "custom")
+
+
+@dataclass(frozen=True)
+class PromptPair:
+    concept_prompt: str
+    base_prompt: str
+    seed: int
+
+
+def parse_lines(text: str) -> list[str]:
+    """One entry per line; blank lines and '#' comments are ignored."""
+    return [s.strip() for s in text.splitlines() if s.strip() and not s.strip().startswith("#")]
+
+
+def parse_concepts(text: str) -> list[str]:
+    concepts = parse_lines(text)
+    if not concepts:
+        raise FIAInputError("concepts: the list is empty. Write the concepts to forget, one per line.")
+    seen: set[str] = set()
+    for concept in concepts:
+        if concept.lower() in seen:
+            raise FIAInputError(f"concepts: '{concept}' is listed twice. Keep each concept once.")
+        seen.add(concept.lower())
+    return concepts
+
+
+def resolve_preset(
+    preset: str, concept_template: str = "", base_template: str = "", placeholders_text: str = ""
+) -> PromptPreset:
+    """The preset to use, with custom templates and placeholders checked."""
+    placeholders = tuple(parse_lines(placeholders_text))
+    if preset == "custom":
+        if CONCEPT_SLOT not in concept_template:
+            raise FIAInputError(
+                "concept_template: a custom template must contain {concept}, "
+                "e.g. 'a painting of a {placeholder} by {concept}'."
+            )
+        if CONCEPT_SLOT in base_template:
+            raise FIAInputError(
+                "base_template: the base template must not contain {concept}; "
+                "it is the same prompt without the concept, e.g. 'a painting of a {placeholder}'."
+            )
+        uses_slot = PLACEHOLDER_SLOT in concept_template or PLACEHOLDER_SLOT in base_template
+        if uses_slot and not placeholders:
+            raise FIAInputError(
+                "placeholders: the custom templates use {placeholder} but no placeholders are given. "
+                "Write one placeholder per line."
+            )
+        return PromptPreset("custom", (concept_template,), (base_template,), placeholders or ("",))
+    if preset not in PRESETS:
+        raise FIAInputError(f"preset: unknown preset '{preset}'. Choose one of {', '.join(PRESET_NAMES)}.")
+    chosen = PRESETS[preset]
+    if placeholders:
+        chosen = PromptPreset(
+            chosen.name, chosen.concept_templates, chosen.base_templates, placeholders,
+            chosen.r2, chosen.alpha, chosen.r2_per_concept,
+        )
+    return chosen
+
+
+def build_prompt_pairs(concept: str, preset: PromptPreset, num_pairs: int, seed: int) -> list[PromptPair]:
+    """`num_pairs` pairs (0 = one per placeholder), placeholders shuffled with `seed`.
+
+    The shuffle and the pair seeds do not depend on the concept, so every concept of one run
+    gets the same base prompts with the same seeds.
+    """
+    order = list(preset.placeholders)
+    random.Random(seed).shuffle(order)
+    count = num_pairs if num_pairs > 0 else len(order)
+    pairs = []
+    for k in range(count):
+        placeholder = order[k % len(order)]
+        concept_template = preset.concept_templates[k % len(preset.concept_templates)]
+        base_template = preset.base_templates[k % len(preset.base_templates)]
+        pairs.append(
+            PromptPair(
+                _fill(concept_template, concept, placeholder),
+                _fill(base_template, concept, placeholder),
+                seed + k,
+            )
+        )
+    return pairs
+
+
+def base_set_id(pairs: list[PromptPair]) -> str:
+    """Identifies a base-prompt set with its seeds; equal ids share base statistics."""
+    text = "\n".join(f"{p.seed}\t{p.base_prompt}" for p in pairs)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def r2_for(concept: str, preset_name: str, r2: float, overrides: dict[str, float]) -> float:
+    """Per-concept r2: explicit override, else the given r2, else (r2 == 0) the paper's default."""
+    key = concept.lower()
+    if key in overrides:
+        return overrides[key]
+    if r2 > 0:
+        return r2
+    preset = PRESETS.get(preset_name)
+    if preset is None:
+        return 0.01
+    return preset.r2_per_concept.get(key, preset.r2)
+
+
+def parse_r2_overrides(text: str, concepts: list[str]) -> dict[str, float]:
+    """Lines like 'Van Gogh: 0.03' -> {'van gogh': 0.03}; unknown concepts are an error."""
+    known = {c.lower() for c in concepts}
+    overrides: dict[str, float] = {}
+    for line in parse_lines(text):
+        name, sep, value = line.rpartition(":")
+        name = name.strip()
+        try:
+            ratio = float(value)
+        except ValueError:
+            ratio = -1.0
+        if not sep or not name or not 0.0 < ratio <= 1.0:
+            raise FIAInputError(
+                f"r2_overrides: cannot read '{line}'. Write one 'concept: ratio' per line with "
+                "0 < ratio <= 1, e.g. 'Van Gogh: 0.03'."
+            )
+        if name.lower() not in known:
+            raise FIAInputError(
+                f"r2_overrides: '{name}' is not one of the concepts of this saliency run "
+                f"({', '.join(concepts)})."
+            )
+        overrides[name.lower()] = ratio
+    return overrides
+
+
+def _fill(template: str, concept: str, placeholder: str) -> str:
+    text = template.replace(CONCEPT_SLOT, concept).replace(PLACEHOLDER_SLOT, placeholder)
+    return " ".join(text.split())

@@ -1,0 +1,191 @@
+"""Compute Concept Saliency: prompt pairs -> recorded statistics for Eq.2 (the FIA_SALIENCY object)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from . import prompts as prompt_lib
+from .errors import FIAInputError
+from .layers import FFLayer, effective_weights, fingerprint, layers_of_patcher, modules_by_path, original_weights
+from .recording import ActivationRecorder, SamplingSettings, batch_conditioning, latent_geometry, sample_recorded_steps
+from .statistics import MomentAccumulator, Moments
+
+FORMS = ("reference", "exact")
+Encoder = Callable[[str], list]
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class SaliencyRecord:
+    """Everything Eq.2-6 need, and what is needed to reproduce the run.
+
+    concept_moments[c][key]: mean over concept c's prompts, [T, C] (reference) or [T, C_out, C]
+    base_moments[b][key]:    mean and population std over base set b's prompts
+    abs_weights[key]:        |W| of the neuron columns as sampled (patches such as LoRAs applied)
+    """
+
+    architecture: str
+    layers: list[FFLayer]
+    form: str
+    preset: str
+    concepts: list[str]
+    concept_moments: dict[str, dict[str, Moments]]
+    base_moments: dict[str, dict[str, Moments]]
+    concept_base: dict[str, str]
+    abs_weights: dict[str, torch.Tensor]
+    prompts: dict[str, list[prompt_lib.PromptPair]]
+    settings: dict
+    fingerprint: str
+    unet_calls: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def recorded_steps(self) -> int:
+        return int(self.settings["sampling"]["recorded_steps"])
+
+    def state_bytes_per_concept(self) -> int:
+        """Bytes of statistics one concept adds (its concept means; base sets are shared)."""
+        first = self.concepts[0]
+        return sum(m.nbytes() for m in self.concept_moments[first].values())
+
+
+def validate_sampling(settings: SamplingSettings, form: str) -> None:
+    """Checks cheap-to-check settings before any model is run."""
+    import comfy.samplers
+
+    if form not in FORMS:
+        raise FIAInputError(f"saliency_form: '{form}' is unknown; use one of {', '.join(FORMS)}.")
+    if settings.steps < 1:
+        raise FIAInputError("steps: must be at least 1.")
+    if not 1 <= settings.recorded_steps <= settings.steps:
+        raise FIAInputError(
+            f"recorded_steps: T = {settings.recorded_steps} must be between 1 and the schedule's steps "
+            f"({settings.steps}). The paper records the first 10 of 50."
+        )
+    if settings.prompts_per_batch < 1:
+        raise FIAInputError("prompts_per_batch: must be at least 1.")
+    if settings.sampler_name not in comfy.samplers.KSampler.SAMPLERS:
+        raise FIAInputError(f"sampler_name: '{settings.sampler_name}' is not a ComfyUI sampler.")
+    if settings.scheduler not in comfy.samplers.KSampler.SCHEDULERS:
+        raise FIAInputError(f"scheduler: '{settings.scheduler}' is not a ComfyUI scheduler.")
+    if settings.cfg < 0:
+        raise FIAInputError("cfg: must not be negative.")
+
+
+def compute_saliency(
+    patcher,
+    encode: Encoder,
+    concepts: list[str],
+    preset: prompt_lib.PromptPreset,
+    num_pairs: int = 0,
+    seed: int = 1244,
+    settings: SamplingSettings | None = None,
+    form: str = "reference",
+    progress: Progress | None = None,
+    streams: tuple[str, ...] | None = None,
+) -> SaliencyRecord:
+    """Records Eq.2's statistics for every concept; base prompts shared by concepts run once.
+
+    `encode(text)` returns ComfyUI conditioning for one prompt (CLIPTextEncode's output).
+    The input patcher is never modified: recording runs on a clone.
+    """
+    settings = settings or SamplingSettings()
+    validate_sampling(settings, form)
+    if not concepts:
+        raise FIAInputError("concepts: the list is empty. Write the concepts to forget, one per line.")
+    spec, layers = layers_of_patcher(patcher, streams)
+    width = settings.width or spec.native_size
+    height = settings.height or spec.native_size
+    geometry = latent_geometry(patcher, width, height)
+    if geometry[1] < 1 or geometry[2] < 1:
+        raise FIAInputError(f"width/height: {width}x{height} is smaller than one latent pixel of this model.")
+
+    pairs = {c: prompt_lib.build_prompt_pairs(c, preset, num_pairs, seed) for c in concepts}
+    concept_base = {c: prompt_lib.base_set_id(p) for c, p in pairs.items()}
+    base_sets = {concept_base[c]: pairs[c] for c in concepts}
+
+    weights = effective_weights(patcher, layers)
+    source_fingerprint = fingerprint(original_weights(patcher, layers))
+    batch = settings.prompts_per_batch
+    jobs = [("base", b, [(p.base_prompt, p.seed) for p in ps]) for b, ps in base_sets.items()]
+    jobs += [("concept", c, [(p.concept_prompt, p.seed) for p in pairs[c]]) for c in concepts]
+    total_calls = settings.recorded_steps * sum(-(-len(items) // batch) for _, _, items in jobs)
+    done = 0
+
+    def step_done() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total_calls)
+
+    work = patcher.clone()
+    recorder = ActivationRecorder(
+        layers, modules_by_path(patcher.model.diffusion_model, layers), form, settings, weights, step_done
+    )
+    recorder.install(work)
+    device = patcher.load_device
+    negative = encode("")
+    cache: dict[str, list] = {}
+
+    def conditioning(text: str) -> list:
+        if text not in cache:
+            cache[text] = encode(text)
+        return cache[text]
+
+    results: dict[tuple[str, str], dict[str, Moments]] = {}
+    for kind, name, items in jobs:
+        accumulators = {
+            layer.key: MomentAccumulator(
+                settings.recorded_steps, _unit_shape(layer, form), device, with_std=(kind == "base"),
+                dtype=torch.float64 if form == "reference" else torch.float32,
+            )
+            for layer in layers
+        }
+        for chunk in _shape_compatible_batches(items, batch, conditioning):
+            recorder.begin_batch(accumulators, len(chunk))
+            positive = batch_conditioning([conditioning(text) for text, _ in chunk])
+            sample_recorded_steps(work, recorder, positive, negative, [s for _, s in chunk], geometry)
+        results[(kind, name)] = {key: acc.finalize() for key, acc in accumulators.items()}
+
+    abs_weights = {layer.key: weights[layer.key][:, layer.neuron_columns].abs() for layer in layers}
+    return SaliencyRecord(
+        architecture=spec.family,
+        layers=layers,
+        form=form,
+        preset=preset.name,
+        concepts=list(concepts),
+        concept_moments={c: results[("concept", c)] for c in concepts},
+        base_moments={b: results[("base", b)] for b in base_sets},
+        concept_base=concept_base,
+        abs_weights=abs_weights,
+        prompts=pairs,
+        settings={
+            "sampling": asdict(settings) | {"width": width, "height": height},
+            "form": form, "preset": preset.name, "num_pairs": num_pairs, "seed": seed,
+            "weight_patches": sum(len(patcher.patches.get(layer.key, [])) for layer in layers),
+        },
+        fingerprint=source_fingerprint,
+        unet_calls=recorder.unet_calls,
+    )
+
+
+def _unit_shape(layer: FFLayer, form: str) -> tuple[int, ...]:
+    columns = len(range(layer.in_features)[layer.neuron_columns])
+    return (columns,) if form == "reference" else (layer.out_features, columns)
+
+
+def _shape_compatible_batches(items: list[tuple[str, int]], batch: int, conditioning: Callable[[str], list]):
+    """Batches of at most `batch` prompts whose conditionings can be stacked (same token length)."""
+    current: list[tuple[str, int]] = []
+    for item in items:
+        if current and (
+            len(current) == batch or conditioning(item[0])[0][0].shape != conditioning(current[0][0])[0][0].shape
+        ):
+            yield current
+            current = []
+        current.append(item)
+    if current:
+        yield current

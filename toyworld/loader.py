@@ -1,0 +1,118 @@
+"""Load the trained ToyWorld model as a ComfyUI ModelPatcher, plus prompt conditioning,
+latent <-> image conversion and a sampling helper built on `comfy.sample.sample`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .comfy_env import setup_comfy
+
+setup_comfy()
+
+import comfy.model_patcher  # noqa: E402
+import comfy.sample  # noqa: E402
+from safetensors import safe_open  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+from . import model as tw_model  # noqa: E402
+from .text import ToyTextEncoder  # noqa: E402
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "toyworld.safetensors"
+
+Conditioning = list[list[Any]]
+
+
+def read_metadata(path: str | Path = DEFAULT_WEIGHTS) -> dict[str, str]:
+    with safe_open(str(path), "pt") as f:
+        return dict(f.metadata() or {})
+
+
+@dataclass
+class ToyWorld:
+    """A loaded ToyWorld model: `.patcher` is what ComfyUI nodes receive as MODEL."""
+
+    patcher: comfy.model_patcher.ModelPatcher
+    encoder: ToyTextEncoder
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def encode(self, text: str) -> Conditioning:
+        """ComfyUI CONDITIONING for one prompt: [[context [1, 77, D], {}]]."""
+        return [[self.encoder([text]), {}]]
+
+    def encode_batch(self, texts: list[str]) -> Conditioning:
+        """One conditioning entry whose context has one row per prompt (one per latent)."""
+        return [[self.encoder(texts), {}]]
+
+    @staticmethod
+    def decode(latent: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+        """Latent [B, 12, 16, 16] (or a ComfyUI LATENT dict) -> IMAGE [B, 32, 32, 3] in [0, 1]."""
+        if isinstance(latent, dict):
+            latent = latent["samples"]
+        return tw_model.latent_to_image(latent)
+
+    @staticmethod
+    def encode_image(images: torch.Tensor) -> torch.Tensor:
+        return tw_model.image_to_latent(images)
+
+    @staticmethod
+    def empty_latent(batch: int = 1) -> torch.Tensor:
+        return torch.zeros(batch, tw_model.LATENT_CHANNELS, tw_model.LATENT_SIZE, tw_model.LATENT_SIZE)
+
+    def generate(
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        steps: int = 25,
+        cfg: float = 7.5,
+        sampler: str = "ddim",
+        scheduler: str = "normal",
+        negative: str = "",
+        patcher: comfy.model_patcher.ModelPatcher | None = None,
+        chunk: int = 50,
+    ) -> torch.Tensor:
+        """Sample one image per (prompt, seed) -> IMAGE [N, 32, 32, 3].
+
+        Noise comes from `comfy.sample.prepare_noise` per seed, so an image depends only on
+        its own prompt and seed, not on the batch it is sampled in. `patcher` lets callers
+        sample an edited clone with the same prompts and seeds.
+        """
+        if len(prompts) != len(seeds):
+            raise ValueError("need one seed per prompt")
+        model = patcher or self.patcher
+        out = []
+        for i in range(0, len(prompts), chunk):
+            ps, ss = prompts[i : i + chunk], seeds[i : i + chunk]
+            latent = self.empty_latent(len(ps))
+            noise = torch.cat([comfy.sample.prepare_noise(latent[:1], int(s)) for s in ss])
+            positive = self.encode_batch(ps)
+            neg = [[self.encoder([negative]).expand(len(ps), -1, -1).contiguous(), {}]]
+            samples = comfy.sample.sample(
+                model, noise, steps, cfg, sampler, scheduler, positive, neg, latent,
+                disable_pbar=True, seed=int(ss[0]),
+            )
+            out.append(self.decode(samples))
+        return torch.cat(out)
+
+
+def load_toyworld(
+    path: str | Path = DEFAULT_WEIGHTS, device: torch.device | str = "cpu"
+) -> ToyWorld:
+    """Build the model from the config in the file's metadata and wrap it in a ModelPatcher."""
+    device = torch.device(device)
+    meta = read_metadata(path)
+    unet_config = json.loads(meta["unet_config"]) if "unet_config" in meta else None
+    cfg = tw_model.ToyWorldConfig(unet_config)
+    cfg.set_inference_dtype(torch.float32, None)
+    base = cfg.get_model({}, device=torch.device("cpu"))
+    sd = {k: v.float() for k, v in load_file(str(path)).items()}
+    base.diffusion_model.load_state_dict(sd, strict=True)
+    base.diffusion_model.eval()
+    patcher = comfy.model_patcher.ModelPatcher(base, load_device=device, offload_device=torch.device("cpu"))
+    te = json.loads(meta.get("text_encoder", "{}"))
+    encoder = ToyTextEncoder(dim=te.get("dim", tw_model.DIM), seed=te.get("seed", 1234))
+    return ToyWorld(patcher=patcher, encoder=encoder, metadata=meta)

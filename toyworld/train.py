@@ -1,0 +1,183 @@
+"""Seeded CPU training of the ToyWorld UNet (epsilon prediction, SD's noise schedule).
+
+    nice -n 10 python -m toyworld.train --minutes 60 --out toyworld/weights/toyworld.safetensors
+
+Data are rendered on the fly from (seed, step), as are timesteps and noise, so the weights
+after step k depend only on the seed and k (on a given torch build and thread count):
+`--minutes` just decides where the run stops. EMA weights are written (float16) every
+`--save-every` minutes, so a partial run is usable; a resume state goes next to the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from .comfy_env import setup_comfy
+
+setup_comfy(pytorch_attention=True)
+
+from safetensors.torch import load_file, save_file  # noqa: E402
+
+from . import model as tw_model  # noqa: E402
+from . import text, world  # noqa: E402
+
+log = logging.getLogger("toyworld.train")
+
+
+def timesteps_for(gen: torch.Generator, n: int, p_low: float) -> torch.Tensor:
+    """Uniform timesteps, plus a share biased to low noise where per-pixel detail is made."""
+    uniform = torch.randint(0, 1000, (n,), generator=gen)
+    low = (torch.rand(n, generator=gen).pow(2) * 1000).long().clamp(max=999)
+    pick = torch.rand(n, generator=gen) < p_low
+    return torch.where(pick, low, uniform)
+
+
+def save_weights(path: Path, ema: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().to(torch.float16).contiguous() for k, v in ema.items()}, str(tmp), meta)
+    tmp.replace(path)
+
+
+def save_state(path: Path, unet: torch.nn.Module, ema: dict[str, torch.Tensor],
+               opt: torch.optim.Optimizer, step: int) -> None:
+    """Resume state as safetensors (no pickle): weights, EMA and Adam moments."""
+    tensors: dict[str, torch.Tensor] = {}
+    names = {id(p): n for n, p in unet.named_parameters()}
+    for n, p in unet.named_parameters():
+        tensors["model." + n] = p.detach().clone()
+    for n, v in ema.items():
+        tensors["ema." + n] = v.clone()
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = opt.state.get(p, {})
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in st:
+                    tensors[f"opt.{key}.{names[id(p)]}"] = st[key].clone()
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), {"step": str(step)})
+    tmp.replace(path)
+
+
+def load_state(path: Path, unet: torch.nn.Module, ema: dict[str, torch.Tensor],
+               opt: torch.optim.Optimizer) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        step = int(f.metadata()["step"])
+    tensors = load_file(str(path))
+    with torch.no_grad():
+        for n, p in unet.named_parameters():
+            p.copy_(tensors["model." + n])
+            ema[n].copy_(tensors["ema." + n])
+            if f"opt.exp_avg.{n}" in tensors:
+                opt.state[p] = {
+                    "step": torch.tensor(float(step)),
+                    "exp_avg": tensors[f"opt.exp_avg.{n}"],
+                    "exp_avg_sq": tensors[f"opt.exp_avg_sq.{n}"],
+                }
+    return step
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget")
+    ap.add_argument("--max-steps", type=int, default=1_000_000)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--p-low", type=float, default=0.3, help="share of low-noise timesteps")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
+    ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--out", type=Path, default=Path("toyworld/weights/toyworld.safetensors"))
+    ap.add_argument("--resume", action="store_true", help="continue from <out>.state.safetensors")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
+    torch.set_num_threads(a.threads)
+
+    base = tw_model.build_model()
+    unet = base.diffusion_model
+    tw_model.init_weights(unet, a.seed)
+    unet.train()
+    sigmas = base.model_sampling.sigmas.float()
+    alphas_cumprod = 1.0 / (1.0 + sigmas**2)
+    encoder = text.ToyTextEncoder()
+    ema = {n: p.detach().clone() for n, p in unet.named_parameters()}
+    params = [p for p in unet.parameters()]
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    state_path = a.out.with_name(a.out.stem + ".state.safetensors")
+    step = 0
+    if a.resume and state_path.exists():
+        step = load_state(state_path, unet, ema, opt)
+        log.info("resumed at step %d", step)
+
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}
+    log.info("params %d, settings %s", tw_model.parameter_count(unet), json.dumps(settings))
+    start = time.time()
+    last_save = start
+    loss_acc, n_acc, t_acc = 0.0, 0, time.time()
+
+    def checkpoint(final: bool) -> None:
+        meta = {
+            "format": "toyworld-unet-v1",
+            "unet_config": json.dumps(tw_model.UNET_CONFIG),
+            "text_encoder": json.dumps({"dim": text.DIM, "seed": text.SEED, "max_tokens": text.MAX_TOKENS}),
+            "latent": "2x2 space-to-depth of 2*image-1, 12x16x16",
+            "prediction": "eps",
+            "schedule": "SD1.5 discrete, linear_start 0.00085, linear_end 0.012 (scaled linear)",
+            "training": json.dumps(settings),
+            "step": str(step),
+            "minutes": f"{(time.time() - start) / 60:.1f}",
+            "ema": str(a.ema),
+            "final": str(final),
+        }
+        save_weights(a.out, ema, meta)
+        save_state(state_path, unet, ema, opt, step)
+        log.info("saved step %d to %s", step, a.out)
+
+    while step < a.max_steps and time.time() - start < a.minutes * 60:
+        images, prompts, _ = world.batch(a.seed * 1_000_003 + step, a.batch)
+        gen = torch.Generator().manual_seed(a.seed * 7_919 + step)
+        x0 = tw_model.image_to_latent(images)
+        context = encoder(prompts)
+        t = timesteps_for(gen, a.batch, a.p_low)
+        eps = torch.randn(x0.shape, generator=gen)
+        ac = alphas_cumprod[t].view(-1, 1, 1, 1)
+        xt = ac.sqrt() * x0 + (1 - ac).sqrt() * eps
+        pred = unet(xt, t.float(), context=context)
+        loss = (pred.float() - eps).pow(2).mean()
+        for g in opt.param_groups:
+            g["lr"] = a.lr * min(1.0, (step + 1) / a.warmup)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        decay = min(a.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for n, p in unet.named_parameters():
+                ema[n].mul_(decay).add_(p.detach(), alpha=1 - decay)
+        loss_acc += loss.item()
+        n_acc += 1
+        if step % a.log_every == 0:
+            dt = (time.time() - t_acc) / n_acc
+            log.info("step %d loss %.4f %.2fs/step elapsed %.1fmin", step, loss_acc / n_acc, dt,
+                     (time.time() - start) / 60)
+            loss_acc, n_acc, t_acc = 0.0, 0, time.time()
+        if time.time() - last_save > a.save_every * 60:
+            checkpoint(final=False)
+            last_save = time.time()
+    checkpoint(final=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""ToyWorld: a procedural world of one coloured shape on one background.
+
+Images are 32x32 RGB floats in [0, 1]. Everything is rendered from a seed, so training data
+needs no files and held-out sets are reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+SIZE = 32
+SUPERSAMPLE = 4  # anti-aliased edges: render at 4x and average-pool
+
+COLOURS: dict[str, tuple[float, float, float]] = {
+    "red": (0.92, 0.10, 0.10),
+    "green": (0.10, 0.80, 0.15),
+    "blue": (0.15, 0.30, 0.95),
+    "yellow": (0.95, 0.90, 0.10),
+    "purple": (0.65, 0.15, 0.85),
+    "orange": (1.00, 0.55, 0.05),
+}
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "ring")
+BACKGROUNDS: tuple[str, ...] = ("black", "gray", "striped", "checkered", "dotted")
+
+# One synonym per colour and per shape, used in training so rewording can be tested later.
+COLOUR_SYNONYMS: dict[str, str] = {
+    "red": "crimson",
+    "green": "emerald",
+    "blue": "azure",
+    "yellow": "golden",
+    "purple": "violet",
+    "orange": "amber",
+}
+SHAPE_SYNONYMS: dict[str, str] = {
+    "circle": "disk",
+    "square": "box",
+    "triangle": "wedge",
+    "cross": "plus",
+    "ring": "donut",
+}
+COLOUR_NAMES: tuple[str, ...] = tuple(COLOURS)
+
+# Words the toy text encoder knows (anything else maps to the 'unk' embedding).
+FILLER_WORDS: tuple[str, ...] = ("a", "on", "background", "shape")
+VOCAB: tuple[str, ...] = (
+    FILLER_WORDS
+    + COLOUR_NAMES
+    + tuple(COLOUR_SYNONYMS.values())
+    + SHAPES
+    + tuple(SHAPE_SYNONYMS.values())
+    + BACKGROUNDS
+)
+
+
+@dataclass(frozen=True)
+class Label:
+    colour: str
+    shape: str
+    background: str
+
+    def as_tuple(self) -> tuple[str, str, str]:
+        return (self.colour, self.shape, self.background)
+
+
+def prompt_for(
+    colour: str | None, shape: str | None, background: str | None
+) -> str:
+    """Canonical prompt; any attribute may be None (left out), all None gives ''."""
+    if colour is None and shape is None and background is None:
+        return ""
+    noun = shape if shape is not None else "shape"
+    words = ["a"] + ([colour] if colour is not None else []) + [noun]
+    if background is not None:
+        words += ["on", "a", background, "background"]
+    return " ".join(words)
+
+
+def _background(kind: str, gen: torch.Generator, n: int) -> torch.Tensor:
+    """Grey-level background [n, n] (patterns are gray so any shape colour stands out)."""
+    yy, xx = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    s = SUPERSAMPLE
+    phase = int(torch.randint(0, 8 * s, (1,), generator=gen))
+    if kind == "black":
+        return torch.full((n, n), 0.02)
+    if kind == "gray":
+        return torch.full((n, n), 0.50)
+    if kind == "striped":  # vertical stripes, period 6 px
+        on = ((xx + phase) // (3 * s)) % 2 == 0
+    elif kind == "checkered":  # 8 px checker
+        on = (((xx + phase) // (4 * s)) + ((yy + phase) // (4 * s))) % 2 == 0
+    elif kind == "dotted":  # dots of radius 1.3 px on a 6 px grid
+        p = 6 * s
+        dx = (xx + phase) % p - p / 2
+        dy = (yy + phase) % p - p / 2
+        on = dx**2 + dy**2 <= (1.3 * s) ** 2
+    else:
+        raise ValueError(f"unknown background {kind!r}")
+    return torch.where(on, torch.tensor(0.45), torch.tensor(0.12))
+
+
+def _shape_mask(kind: str, cx: float, cy: float, r: float, n: int) -> torch.Tensor:
+    """Boolean mask [n, n] at supersampled resolution; cx, cy, r in supersampled pixels."""
+    ys, xs = torch.meshgrid(
+        torch.arange(n, dtype=torch.float32) + 0.5,
+        torch.arange(n, dtype=torch.float32) + 0.5,
+        indexing="ij",
+    )
+    dx, dy = xs - cx, ys - cy
+    if kind == "circle":
+        return dx**2 + dy**2 <= r**2
+    if kind == "ring":
+        d2 = dx**2 + dy**2
+        return (d2 <= r**2) & (d2 >= (0.55 * r) ** 2)
+    if kind == "square":
+        h = 0.85 * r
+        return (dx.abs() <= h) & (dy.abs() <= h)
+    if kind == "cross":
+        w = 0.33 * r
+        return ((dx.abs() <= w) & (dy.abs() <= r)) | ((dy.abs() <= w) & (dx.abs() <= r))
+    if kind == "triangle":  # upward, centroid at (cx, cy)
+        top = cy - r
+        base = cy + 0.6 * r
+        half = (dy - (top - cy)) / (base - top) * (r * 1.05)
+        return (ys >= top) & (ys <= base) & (dx.abs() <= half)
+    raise ValueError(f"unknown shape {kind!r}")
+
+
+def render(label: Label, seed: int) -> torch.Tensor:
+    """Render one image [32, 32, 3] in [0, 1]; position, size and pattern phase come from seed."""
+    gen = torch.Generator().manual_seed(int(seed))
+    n = SIZE * SUPERSAMPLE
+    r = float(torch.empty(1).uniform_(7.0, 11.0, generator=gen)) * SUPERSAMPLE
+    margin = r + 1.5 * SUPERSAMPLE
+    cx = float(torch.empty(1).uniform_(margin, n - margin, generator=gen))
+    cy = float(torch.empty(1).uniform_(margin, n - margin, generator=gen))
+    bg = _background(label.background, gen, n)
+    mask = _shape_mask(label.shape, cx, cy, r, n)
+    colour = torch.tensor(COLOURS[label.colour])
+    img = torch.where(mask[..., None], colour, bg[..., None].expand(n, n, 3))
+    img = img.permute(2, 0, 1)[None]
+    img = torch.nn.functional.avg_pool2d(img, SUPERSAMPLE)[0].permute(1, 2, 0)
+    return img.clamp(0.0, 1.0).contiguous()
+
+
+def random_label(gen: torch.Generator) -> Label:
+    c = COLOUR_NAMES[int(torch.randint(len(COLOUR_NAMES), (1,), generator=gen))]
+    s = SHAPES[int(torch.randint(len(SHAPES), (1,), generator=gen))]
+    b = BACKGROUNDS[int(torch.randint(len(BACKGROUNDS), (1,), generator=gen))]
+    return Label(c, s, b)
+
+
+def all_labels() -> list[Label]:
+    return [Label(c, s, b) for c in COLOUR_NAMES for s in SHAPES for b in BACKGROUNDS]
+
+
+def training_prompt(
+    label: Label,
+    gen: torch.Generator,
+    p_drop: float = 0.15,
+    p_empty: float = 0.1,
+    p_synonym: float = 0.2,
+) -> str:
+    """Prompt seen in training: attributes sometimes dropped, synonyms sometimes used,
+    and some prompts empty so the model also learns the unconditional score (for CFG)."""
+    u = torch.rand(6, generator=gen).tolist()
+    if u[0] < p_empty:
+        return ""
+    colour: str | None = label.colour if u[1] >= p_drop else None
+    shape: str | None = label.shape if u[2] >= p_drop else None
+    background: str | None = label.background if u[3] >= p_drop else None
+    if colour is not None and u[4] < p_synonym:
+        colour = COLOUR_SYNONYMS[colour]
+    if shape is not None and u[5] < p_synonym:
+        shape = SHAPE_SYNONYMS[shape]
+    return prompt_for(colour, shape, background)
+
+
+def batch(
+    seed: int, n: int, **prompt_kw: float
+) -> tuple[torch.Tensor, list[str], list[Label]]:
+    """A training batch: images [n, 32, 32, 3], prompts, labels; fully determined by seed."""
+    gen = torch.Generator().manual_seed(int(seed))
+    labels = [random_label(gen) for _ in range(n)]
+    prompts = [training_prompt(lab, gen, **prompt_kw) for lab in labels]
+    seeds = torch.randint(0, 2**31 - 1, (n,), generator=gen).tolist()
+    images = torch.stack([render(lab, s) for lab, s in zip(labels, seeds)])
+    return images, prompts, labels
+
+
+def circle_area_fraction(r: float) -> float:
+    """Helper for tests: fraction of the image a circle of radius r covers."""
+    return math.pi * r * r / (SIZE * SIZE)
