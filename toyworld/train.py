@@ -5,7 +5,7 @@
 Data are rendered on the fly from (seed, step), as are timesteps and noise, so the weights
 after step k depend only on the seed and k (on a given torch build and thread count):
 `--minutes` just decides where the run stops. EMA weights are written (float16) every
-`--save-every` minutes, so a partial run is usable; a resume state goes next to the output.
+`--save-every` minutes, so a partial run is usable; a resume state goes to `--state`.
 """
 
 from __future__ import annotations
@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--out", type=Path, default=Path("toyworld/weights/toyworld.safetensors"))
-    ap.add_argument("--resume", action="store_true", help="continue from <out>.state.safetensors")
+    ap.add_argument("--state", type=Path, default=Path("out/toyworld_train_state.safetensors"),
+                    help="resume state (weights, EMA, Adam moments); not for committing")
+    ap.add_argument("--resume", action="store_true", help="continue from --state")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
     torch.set_num_threads(a.threads)
@@ -114,7 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     ema = {n: p.detach().clone() for n, p in unet.named_parameters()}
     params = [p for p in unet.parameters()]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0, betas=(0.9, 0.99))
-    state_path = a.out.with_name(a.out.stem + ".state.safetensors")
+    state_path = a.state
+    state_path.parent.mkdir(parents=True, exist_ok=True)
     step = 0
     if a.resume and state_path.exists():
         step = load_state(state_path, unet, ema, opt)

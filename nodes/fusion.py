@@ -1,0 +1,43 @@
+"""FIA Fuse Masks: Eq.7-8 over the concepts of up to four selection runs."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..fia_engine import fuse_masks
+from .types import CATEGORY, ConceptMasks, Mask
+
+EXTRA_INPUTS = 3
+
+
+class FIAFuseMasks(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        extra = [
+            ConceptMasks.Input(f"concept_masks_{n}", optional=True,
+                               tooltip="More concept masks, e.g. from a separate saliency run with another preset.")
+            for n in range(2, 2 + EXTRA_INPUTS)
+        ]
+        return io.Schema(
+            node_id="FIAFuseMasks",
+            display_name="FIA Fuse Masks",
+            category=CATEGORY,
+            description="Combines the concept masks into one pruning mask. Weights selected for many concepts "
+                        "are concept-agnostic (needed by everything) and kept; the rest are pruned (Eq.7-8).",
+            inputs=[
+                ConceptMasks.Input("concept_masks", tooltip="Output of FIA Select Sensitive Neurons."),
+                *extra,
+                io.Float.Input("alpha", default=0.6, min=0.01, max=1.0, step=0.05, round=0.01,
+                               tooltip="A weight in at least ceil(alpha * concepts) masks (and at least 2) is "
+                                       "concept-agnostic and kept. Paper: 0.6 objects and explicit, 0.8 art."),
+                io.Combo.Input("fusion", options=["concept-agnostic", "union"], default="concept-agnostic",
+                               tooltip="concept-agnostic: the paper's fusion. union: prune every selected weight "
+                                       "(forgets a bit more, costs image quality)."),
+            ],
+            outputs=[Mask.Output(display_name="mask", tooltip="The weights to prune; apply, save or inspect it.")],
+        )
+
+    @classmethod
+    def execute(cls, concept_masks, alpha, fusion, **more) -> io.NodeOutput:
+        inputs = [concept_masks] + [more[k] for k in sorted(more) if more[k] is not None]
+        return io.NodeOutput(fuse_masks(inputs, alpha, fusion))

@@ -1,0 +1,78 @@
+"""FIA Save Mask / FIA Load Mask: safetensors files in ComfyUI's models/fia_masks folder."""
+
+from __future__ import annotations
+
+import os
+
+import folder_paths
+from comfy_api.latest import io
+
+from ..fia_engine import FIAInputError, load_mask, save_mask
+from .types import CATEGORY, Mask
+
+MASK_FOLDER = "fia_masks"
+
+
+def register_mask_folder() -> None:
+    """Makes models/fia_masks (and extra_model_paths entries named fia_masks) known to ComfyUI."""
+    if MASK_FOLDER not in folder_paths.folder_names_and_paths:
+        folder_paths.folder_names_and_paths[MASK_FOLDER] = (
+            [os.path.join(folder_paths.models_dir, MASK_FOLDER)], {".safetensors"}
+        )
+
+
+register_mask_folder()
+
+
+class FIASaveMask(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FIASaveMask",
+            display_name="FIA Save Mask",
+            category=CATEGORY,
+            description="Writes the mask to models/fia_masks as .safetensors with its concepts, settings, "
+                        "architecture and source-model fingerprint, to share or reuse.",
+            is_output_node=True,
+            inputs=[
+                Mask.Input("mask", tooltip="The mask to save."),
+                io.String.Input("filename_prefix", default="fia/mask",
+                                tooltip="File name prefix inside models/fia_masks; a counter is appended."),
+            ],
+            outputs=[io.String.Output(display_name="path", tooltip="Where the file was written.")],
+        )
+
+    @classmethod
+    def execute(cls, mask, filename_prefix) -> io.NodeOutput:
+        root = folder_paths.get_folder_paths(MASK_FOLDER)[0]
+        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, root)
+        path = save_mask(mask, os.path.join(folder, f"{name}_{counter:05}_.safetensors"))
+        return io.NodeOutput(str(path))
+
+
+class FIALoadMask(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FIALoadMask",
+            display_name="FIA Load Mask",
+            category=CATEGORY,
+            description="Reads a mask written by FIA Save Mask from models/fia_masks.",
+            inputs=[
+                io.Combo.Input("mask_name", options=folder_paths.get_filename_list(MASK_FOLDER),
+                               tooltip="A .safetensors mask file in models/fia_masks."),
+            ],
+            outputs=[Mask.Output(display_name="mask", tooltip="The loaded mask, for FIA Apply Unlearning Mask.")],
+        )
+
+    @classmethod
+    def fingerprint_inputs(cls, mask_name):
+        path = folder_paths.get_full_path(MASK_FOLDER, mask_name)
+        return os.path.getmtime(path) if path else mask_name
+
+    @classmethod
+    def execute(cls, mask_name) -> io.NodeOutput:
+        path = folder_paths.get_full_path(MASK_FOLDER, mask_name)
+        if path is None:
+            raise FIAInputError(f"mask_name: '{mask_name}' is not in models/fia_masks. Save a mask first or refresh.")
+        return io.NodeOutput(load_mask(path))

@@ -1,0 +1,100 @@
+"""FIA Compute Concept Saliency: records Eq.2's statistics while sampling prompt pairs."""
+
+from __future__ import annotations
+
+import comfy.samplers
+import comfy.utils
+from comfy_api.latest import io
+
+from ..fia_engine import PRESET_NAMES, SamplingSettings, compute_saliency, parse_concepts, resolve_preset
+from .types import CATEGORY, Saliency
+
+
+def clip_encoder(clip):
+    """The computation of CLIPTextEncode, one prompt at a time."""
+
+    def encode(text: str) -> list:
+        return clip.encode_from_tokens_scheduled(clip.tokenize(text))
+
+    return encode
+
+
+class FIAComputeConceptSaliency(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FIAComputeConceptSaliency",
+            display_name="FIA Compute Concept Saliency",
+            category=CATEGORY,
+            description=(
+                "Samples concept prompts and matching base prompts for the first T steps and records how "
+                "strongly every feed-forward weight responds to each concept (Forget-It-All Eq.1-2)."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model to analyse (it is not modified)."),
+                io.Clip.Input("clip", tooltip="The text encoder that belongs to the model."),
+                io.String.Input("concepts", multiline=True, default="",
+                                placeholder="Van Gogh\nClaude Monet",
+                                tooltip="The concepts to forget, one per line. Lines starting with # are ignored."),
+                io.Combo.Input("preset", options=list(PRESET_NAMES), default="objects",
+                               tooltip="Prompt templates from the paper: objects 'a {concept} in a {place}' vs "
+                                       "'a {place}'; explicit 'a photo of a {concept} {person}'; art "
+                                       "'a {object} in the style of {concept}' vs 'a {object}'; or custom."),
+                io.String.Input("concept_template", default="a {placeholder} in the style of {concept}",
+                                tooltip="Custom preset only: the concept prompt; must contain {concept}, may "
+                                        "contain {placeholder}."),
+                io.String.Input("base_template", default="a {placeholder}",
+                                tooltip="Custom preset only: the same prompt without the concept."),
+                io.String.Input("placeholders", multiline=True, default="",
+                                tooltip="Placeholders, one per line. Empty: the preset's vocabulary from the "
+                                        "paper (30 places, 18 persons or 30 objects)."),
+                io.Int.Input("prompt_pairs", default=0, min=0, max=1000,
+                             tooltip="Concept/base prompt pairs per concept. 0 = one per placeholder (the "
+                                     "reference code's choice: 30 for objects and art, 18 for explicit)."),
+                io.Int.Input("seed", default=1244, min=0, max=0xFFFFFFFF,
+                             tooltip="Seed of the placeholder shuffle and of each pair's shared noise "
+                                     "(pair k uses seed + k). The paper uses 1244."),
+                io.Int.Input("steps", default=50, min=1, max=1000,
+                             tooltip="Length of the sampling schedule the recorded steps are taken from (paper: 50)."),
+                io.Int.Input("recorded_steps", default=10, min=1, max=1000,
+                             tooltip="T: how many early UNet calls are recorded (paper: 10). Sampling stops "
+                                     "there; the rest of the schedule is never run."),
+                io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="Classifier-free guidance scale while recording (paper: 7.5)."),
+                io.Combo.Input("sampler_name", options=list(comfy.samplers.KSampler.SAMPLERS), default="euler",
+                               tooltip="Sampler used while recording."),
+                io.Combo.Input("scheduler", options=list(comfy.samplers.KSampler.SCHEDULERS), default="normal",
+                               tooltip="Noise schedule used while recording."),
+                io.Int.Input("width", default=0, min=0, max=8192, step=8,
+                             tooltip="Image width while recording; 0 = the model's native size (512 for SD1.x)."),
+                io.Int.Input("height", default=0, min=0, max=8192, step=8,
+                             tooltip="Image height while recording; 0 = the model's native size."),
+                io.Int.Input("prompts_per_batch", default=4, min=1, max=256,
+                             tooltip="Prompts sampled together. Higher is faster if memory allows; results "
+                                     "agree within float rounding."),
+                io.Combo.Input("saliency_form", options=["reference", "exact"], default="reference",
+                               tooltip="reference: |W|*||X_j|| as in the reference code (small, fast). exact: "
+                                       "the paper's Eq.1 with the cosine term (keeps a weight-sized tensor per "
+                                       "step: about 6 GB for SD1.5)."),
+            ],
+            outputs=[Saliency.Output(display_name="saliency",
+                                     tooltip="Per concept, step and layer statistics for Select Sensitive Neurons.")],
+        )
+
+    @classmethod
+    def execute(cls, model, clip, concepts, preset, concept_template, base_template, placeholders, prompt_pairs,
+                seed, steps, recorded_steps, cfg, sampler_name, scheduler, width, height, prompts_per_batch,
+                saliency_form) -> io.NodeOutput:
+        concept_list = parse_concepts(concepts)
+        chosen = resolve_preset(preset, concept_template, base_template, placeholders)
+        settings = SamplingSettings(steps, recorded_steps, cfg, sampler_name, scheduler, width, height, prompts_per_batch)
+        bar = None
+
+        def progress(done: int, total: int) -> None:
+            nonlocal bar
+            bar = bar or comfy.utils.ProgressBar(total)
+            bar.update_absolute(done, total)
+
+        record = compute_saliency(model, clip_encoder(clip), concept_list, chosen, prompt_pairs, seed, settings,
+                                  saliency_form, progress)
+        return io.NodeOutput(record)

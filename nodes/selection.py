@@ -1,0 +1,41 @@
+"""FIA Select Sensitive Neurons: Eq.3-6, one mask per concept."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..fia_engine import parse_r2_overrides, select_sensitive_neurons
+from .types import CATEGORY, ConceptMasks, Saliency
+
+
+class FIASelectSensitiveNeurons(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FIASelectSensitiveNeurons",
+            display_name="FIA Select Sensitive Neurons",
+            category=CATEGORY,
+            description="Picks, per concept, the weights that respond to it consistently over the early steps "
+                        "(time-integrated sensitivity, Eq.3) and stand out in their row and layer (Eq.4-6).",
+            inputs=[
+                Saliency.Input("saliency", tooltip="Output of FIA Compute Concept Saliency."),
+                io.Float.Input("r1", default=0.05, min=0.0001, max=1.0, step=0.001, round=0.0001,
+                               tooltip="Top fraction of weights counted as sensitive at each step (Eq.3; paper: 0.05)."),
+                io.Float.Input("r2", default=0.0, min=0.0, max=1.0, step=0.001, round=0.0001,
+                               tooltip="Fraction selected per row and per layer (Eq.4-6). 0 = the paper's value "
+                                       "for the preset: objects 0.007 (0.03 for parachute, golf ball, gas pump), "
+                                       "explicit 0.01, art 0.02 (0.03 for Van Gogh)."),
+                io.String.Input("r2_overrides", multiline=True, default="", placeholder="Van Gogh: 0.03",
+                                tooltip="Per-concept r2, one 'concept: ratio' per line; wins over r2."),
+                io.Combo.Input("method", options=["fia", "conceptprune"], default="fia",
+                               tooltip="fia: the paper's selection. conceptprune: the earlier ConceptPrune rule "
+                                       "(row top-k per step, union over steps), for comparison."),
+            ],
+            outputs=[ConceptMasks.Output(display_name="concept_masks",
+                                         tooltip="One selection per concept, to fuse with FIA Fuse Masks.")],
+        )
+
+    @classmethod
+    def execute(cls, saliency, r1, r2, r2_overrides, method) -> io.NodeOutput:
+        overrides = parse_r2_overrides(r2_overrides, saliency.concepts)
+        return io.NodeOutput(select_sensitive_neurons(saliency, r1, r2, overrides, method))

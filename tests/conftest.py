@@ -1,0 +1,61 @@
+"""Test setup: a real ComfyUI (CPU) on sys.path and this repo loaded as a custom-node package."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+
+from comfy_env import REPO, setup_comfyui
+
+setup_comfyui()
+
+PACK_NAME = "fia_pack"
+
+
+def load_pack():
+    """Imports the repo the way ComfyUI imports a custom node folder (a package from __init__.py)."""
+    if PACK_NAME in sys.modules:
+        return sys.modules[PACK_NAME]
+    spec = importlib.util.spec_from_file_location(
+        PACK_NAME, REPO / "__init__.py", submodule_search_locations=[str(REPO)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_NAME] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+load_pack()
+
+
+@pytest.fixture(scope="session")
+def pack():
+    return load_pack()
+
+
+@pytest.fixture(scope="session")
+def engine(pack):
+    return pack.fia_engine
+
+
+@pytest.fixture(scope="session")
+def tiny_clip():
+    import tiny
+
+    return tiny.tiny_clip()
+
+
+@pytest.fixture()
+def tiny_model():
+    import tiny
+
+    return tiny.tiny_sd15_patcher()
+
+
+@pytest.fixture(scope="session")
+def encode(tiny_clip):
+    import tiny
+
+    return tiny.clip_encoder(tiny_clip)

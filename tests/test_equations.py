@@ -1,0 +1,131 @@
+"""Each equation against small cases computed by hand (or by the definition, loop by loop)."""
+
+import math
+
+import pytest
+import torch
+
+
+def test_column_energy_normalises_rows_then_sums_squares(engine):
+    st = engine.statistics
+    x = torch.tensor([[[3.0, 4.0], [0.0, 2.0]]])  # rows -> [0.6, 0.8], [0, 1]
+    energy = st.column_energy(x)
+    assert torch.allclose(energy, torch.tensor([[0.36, 0.64 + 1.0]]))
+    assert torch.allclose(st.reference_unit_saliency(energy), torch.tensor([[0.6, math.sqrt(1.64)]]))
+
+
+def test_exact_unit_saliency_matches_eq1_by_definition(engine):
+    st = engine.statistics
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 7, 5, generator=gen)
+    weight = torch.randn(4, 5, generator=gen)
+    products, out_energy = st.output_input_products(x, weight)
+    unit = st.exact_unit_saliency(products, out_energy)[0]
+    xn = st.normalize_rows(x)[0]
+    y = xn @ weight.t()
+    for i in range(4):
+        for j in range(5):
+            cos = torch.dot(xn[:, j], y[:, i]) / (xn[:, j].norm() * y[:, i].norm())
+            expected = xn[:, j].norm() * cos.abs()  # U / |W_ij| = ||X_j|| |cos(X_j, Y_i)|
+            assert unit[i, j].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_contrastive_saliency_eq2(engine):
+    abs_w = torch.tensor([[2.0, 1.0], [0.5, 3.0]])
+    s = engine.statistics.contrastive_saliency(
+        abs_w, torch.tensor([3.0, 1.0]), torch.tensor([1.0, 1.0]), torch.tensor([0.5, 0.0])
+    )
+    assert torch.equal(s, torch.tensor([[3.0, 0.0], [0.75, 0.0]]))
+
+
+def test_moments_use_population_std(engine):
+    acc = engine.statistics.MomentAccumulator(2, (3,), torch.device("cpu"), with_std=True)
+    values = torch.tensor([[1.0, 2.0, 3.0], [3.0, 2.0, 7.0], [5.0, 2.0, 2.0]])
+    acc.add(0, values[:2])
+    acc.add(0, values[2:])
+    acc.add(1, values)
+    moments = acc.finalize()
+    assert moments.count == 3
+    assert torch.allclose(moments.mean[0], values.mean(0))
+    assert torch.allclose(moments.std[1], values.std(0, unbiased=False))
+
+
+def test_incomplete_recording_is_refused(engine):
+    acc = engine.statistics.MomentAccumulator(2, (3,), torch.device("cpu"), with_std=False)
+    acc.add(0, torch.ones(2, 3))
+    with pytest.raises(RuntimeError, match="incomplete"):
+        acc.finalize()
+
+
+def test_eq3_by_hand(engine):
+    sel = engine.selection
+    s1 = torch.tensor([[4.0, 0.0], [2.0, 1.0]])
+    s2 = torch.tensor([[0.0, 0.0], [2.0, 3.0]])
+    # r1 = 0.25 -> k = 1: tau_1 = 4 (entry 0,0), tau_2 = 3 (entry 1,1)
+    a = sel.time_integrated_sensitivity([s1, s2], r1=0.25)
+    mean = (s1 + s2) / 2  # [[2, 0], [2, 2]], max 2
+    hits = torch.tensor([[0.5, 0.0], [0.0, 0.5]])
+    assert torch.allclose(a, 0.5 * mean / 2 + 0.5 * hits)
+
+
+def test_eq3_indicator_ignores_zero_saliency(engine):
+    """Fewer positive entries than r1 asks for: tau = 0 must not mark every weight."""
+    s = torch.zeros(4, 4)
+    s[1, 2] = 0.3
+    hits = engine.selection.sensitive_at_step(s, r1=0.5)
+    assert hits.sum() == 1 and hits[1, 2]
+
+
+def test_eq4_6_row_and_layer_intersection(engine):
+    a = torch.tensor([[0.9, 0.1, 0.0, 0.0], [0.5, 0.4, 0.3, 0.0], [0.2, 0.0, 0.0, 0.0]])
+    # r2 = 0.25: one per row (cols 4 * .25), top 3 of the 12 in the layer (0.9, 0.5, 0.4)
+    q = engine.selection.spatial_selection(a, r2=0.25)
+    expected = torch.zeros_like(a, dtype=torch.bool)
+    expected[0, 0] = expected[1, 0] = True
+    assert torch.equal(q, expected)
+
+
+def test_eq4_6_never_selects_zero_scores(engine):
+    a = torch.zeros(3, 4)
+    a[0, 1] = 0.2
+    q = engine.selection.spatial_selection(a, r2=0.5)  # top-k alone would return 2 per row
+    assert q.sum() == 1 and q[0, 1]
+
+
+def test_eq8_threshold_and_small_c_rule(engine):
+    fusion = engine.fusion
+    assert fusion.agnostic_threshold(0.6, 1) == 2  # C = 1: nothing is agnostic, all of Q is pruned
+    assert fusion.agnostic_threshold(0.6, 2) == 2
+    assert fusion.agnostic_threshold(0.6, 5) == 3
+    assert fusion.agnostic_threshold(0.7, 10) == 7  # 0.7 * 10 = 7.000000000000001 in floats
+    assert fusion.agnostic_threshold(0.8, 5) == 4
+    assert fusion.agnostic_threshold(0.1, 5) == 2  # never 1: a weight of one concept is concept-specific
+
+
+def test_eq7_8_counts_and_fusion(engine):
+    fusion = engine.fusion
+    masks = [torch.tensor([0, 1, 2]), torch.tensor([1, 2]), torch.tensor([2, 5])]
+    counts = fusion.concept_counts(masks, 6)
+    assert counts.tolist() == [1, 2, 3, 0, 0, 1]
+    pruned, kept = fusion.fuse_counts(counts, threshold=2)
+    assert pruned.tolist() == [0, 5] and kept.tolist() == [1, 2]
+    pruned, kept = fusion.fuse_counts(counts, threshold=None)
+    assert pruned.tolist() == [0, 1, 2, 5] and kept.numel() == 0
+
+
+def test_single_concept_prunes_its_whole_selection(engine):
+    fusion = engine.fusion
+    counts = fusion.concept_counts([torch.tensor([3, 4])], 6)
+    pruned, kept = fusion.fuse_counts(counts, fusion.agnostic_threshold(0.6, 1))
+    assert pruned.tolist() == [3, 4] and kept.numel() == 0
+
+
+def test_conceptprune_rule(engine):
+    abs_w = torch.tensor([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
+    concept = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.1]])
+    base = torch.tensor([[2.0, 0.5, 0.5], [0.5, 0.5, 0.5]])
+    q = engine.selection.conceptprune_selection(abs_w, concept, base, skill_ratio=0.34)
+    # step 0: row tops are col 2 and col 0; col 0 loses to base -> only (0, 2)
+    # step 1: scores [1, 2, .3] / [3, 2, .1] -> tops col 1 and col 0, both above base
+    expected = torch.tensor([[False, True, True], [True, False, False]])
+    assert torch.equal(q, expected)

@@ -1,0 +1,65 @@
+"""Prompt pairs: templates, shared seeds, shared base sets, and input checks."""
+
+import pytest
+
+
+def test_pairs_share_seed_and_placeholder(engine):
+    p = engine.prompts
+    pairs = p.build_prompt_pairs("golf ball", p.PRESETS["objects"], 4, seed=1244)
+    assert len(pairs) == 4
+    for k, pair in enumerate(pairs):
+        assert pair.seed == 1244 + k
+        place = pair.base_prompt.removeprefix("a ")
+        assert place in p.PLACES and pair.concept_prompt.endswith(place)
+        assert "golf ball" in pair.concept_prompt and "golf ball" not in pair.base_prompt
+    assert pairs[0].concept_prompt.startswith("a golf ball in a ")
+    assert pairs[1].concept_prompt.startswith("a golf ball near the ")
+
+
+def test_concepts_share_base_sets(engine):
+    p = engine.prompts
+    a = p.build_prompt_pairs("cat", p.PRESETS["art"], 0, seed=7)
+    b = p.build_prompt_pairs("Monet", p.PRESETS["art"], 0, seed=7)
+    assert len(a) == len(p.OBJECTS)
+    assert p.base_set_id(a) == p.base_set_id(b)
+    assert p.base_set_id(a) != p.base_set_id(p.build_prompt_pairs("cat", p.PRESETS["art"], 0, seed=8))
+
+
+def test_custom_templates_are_checked(engine):
+    p = engine.prompts
+    with pytest.raises(engine.FIAInputError, match=r"concept_template.*\{concept\}"):
+        p.resolve_preset("custom", "a painting of a {placeholder}", "a {placeholder}", "dog")
+    with pytest.raises(engine.FIAInputError, match="base_template"):
+        p.resolve_preset("custom", "{concept} {placeholder}", "{concept}", "dog")
+    with pytest.raises(engine.FIAInputError, match="placeholders"):
+        p.resolve_preset("custom", "{concept} {placeholder}", "{placeholder}", "")
+    preset = p.resolve_preset("custom", "a {placeholder} by {concept}", "a {placeholder}", "dog\ncat")
+    assert [x.concept_prompt for x in p.build_prompt_pairs("Dali", preset, 2, 0)] in (
+        ["a dog by Dali", "a cat by Dali"], ["a cat by Dali", "a dog by Dali"])
+
+
+def test_concept_list_parsing(engine):
+    p = engine.prompts
+    assert p.parse_concepts("Van Gogh\n\n# comment\n Monet ") == ["Van Gogh", "Monet"]
+    with pytest.raises(engine.FIAInputError, match="concepts: the list is empty"):
+        p.parse_concepts(" \n# only a comment\n")
+    with pytest.raises(engine.FIAInputError, match="twice"):
+        p.parse_concepts("cat\nCat")
+
+
+def test_r2_overrides_and_paper_defaults(engine):
+    p = engine.prompts
+    overrides = p.parse_r2_overrides("Van Gogh: 0.03\n", ["Van Gogh", "Monet"])
+    assert overrides == {"van gogh": 0.03}
+    assert p.r2_for("Van Gogh", "art", 0.0, {}) == 0.03
+    assert p.r2_for("Monet", "art", 0.0, {}) == 0.02
+    assert p.r2_for("parachute", "objects", 0.0, {}) == 0.03
+    assert p.r2_for("church", "objects", 0.0, {}) == 0.007
+    assert p.r2_for("church", "objects", 0.05, {}) == 0.05
+    assert p.r2_for("Monet", "art", 0.05, {"monet": 0.01}) == 0.01
+    with pytest.raises(engine.FIAInputError, match="not one of the concepts"):
+        p.parse_r2_overrides("Picasso: 0.1", ["Monet"])
+    with pytest.raises(engine.FIAInputError, match="cannot read"):
+        p.parse_r2_overrides("Monet 0.1", ["Monet"])
+    with pytest.raises(engine.FIAInputError, match="cannot read"):
+        p.parse_r2_overrides("Monet: 2", ["Monet"])
