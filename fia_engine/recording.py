@@ -9,6 +9,7 @@ reference code runs all 50 steps and discards 40.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -189,13 +190,11 @@ def sample_recorded_steps(
     channels, height, width = geometry
     latent = torch.zeros((len(seeds), channels, height, width))
     noise = torch.cat([comfy.sample.prepare_noise(latent[:1], seed) for seed in seeds])
-    try:
+    with contextlib.suppress(StopSampling):
         comfy.sample.sample(
             patcher, noise, settings.steps, settings.cfg, settings.sampler_name, settings.scheduler,
             positive, negative, latent, last_step=settings.recorded_steps, disable_pbar=True, seed=seeds[0],
         )
-    except StopSampling:
-        pass
     if not recorder.complete:
         raise RuntimeError(
             f"the sampler made {recorder.evaluation} model evaluations, fewer than the "

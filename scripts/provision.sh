@@ -11,8 +11,8 @@ command -v "$PY" >/dev/null || PY=python3
 stamp=.venv/.provisioned
 if [ ! -f "$stamp" ] || [ requirements-test.txt -nt "$stamp" ]; then
     [ -x .venv/bin/python ] || "$PY" -m venv .venv
-    .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -r requirements-test.txt
+    .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored: it is neither" || true
+    .venv/bin/python -m pip install -q -r requirements-test.txt 2>&1 | grep -v "is ignored: it is neither" || true
     touch "$stamp"
 fi
 

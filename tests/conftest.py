@@ -6,7 +6,6 @@ import importlib.util
 import sys
 
 import pytest
-
 from comfy_env import REPO, setup_comfyui
 
 setup_comfyui()

@@ -1,0 +1,25 @@
+# The README's two commands: `make demo` (main job) and `make test` (tests).
+PY := .venv/bin/python
+
+.PHONY: env test lint demo bench-perf bench-efficacy clean
+
+env:
+	./scripts/provision.sh
+
+lint: env
+	$(PY) -m ruff check .
+
+test: env lint
+	$(PY) -m pytest -q
+
+demo: env
+	$(PY) -m toyworld.demo
+
+bench-perf: env
+	$(PY) bench/perf.py
+
+bench-efficacy: env
+	$(PY) bench/efficacy.py
+
+clean:
+	rm -rf out .pytest_cache
