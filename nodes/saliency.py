@@ -74,8 +74,8 @@ class FIAComputeConceptSaliency(io.ComfyNode):
                                      "agree within float rounding."),
                 io.Combo.Input("saliency_form", options=["reference", "exact"], default="reference",
                                tooltip="reference: |W|*||X_j|| as in the reference code (small, fast). exact: "
-                                       "the paper's Eq.1 with the cosine term (keeps a weight-sized tensor per "
-                                       "step: about 6 GB for SD1.5)."),
+                                       "the paper's Eq.1 with the cosine term (keeps T weight-sized tensors per "
+                                       "concept: about 2 GB per concept for SD1.5)."),
             ],
             outputs=[Saliency.Output(display_name="saliency",
                                      tooltip="Per concept, step and layer statistics for Select Sensitive Neurons.")],

@@ -1,0 +1,182 @@
+"""ToyWorld: renderer, text encoder, evaluator floor and the ComfyUI loader (fast, CPU)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from toyworld.comfy_env import setup_comfy
+
+setup_comfy(os.environ.get("COMFYUI_PATH") or Path(__file__).parents[1] / ".comfyui/ComfyUI")
+
+from toyworld import text, world  # noqa: E402
+
+WEIGHTS = Path(__file__).parents[1] / "toyworld" / "weights"
+
+
+def _shape_pixels(img: torch.Tensor) -> torch.Tensor:
+    """Saturated pixels: backgrounds are gray, so these are the shape."""
+    return (img.max(dim=-1).values - img.min(dim=-1).values) > 0.3
+
+
+# --- renderer -------------------------------------------------------------------------------
+
+def test_render_is_deterministic_and_seed_dependent() -> None:
+    lab = world.Label("red", "circle", "striped")
+    a, b = world.render(lab, 7), world.render(lab, 7)
+    assert a.shape == (32, 32, 3) and a.dtype == torch.float32
+    assert torch.equal(a, b)
+    assert not torch.equal(a, world.render(lab, 8))
+    assert 0.0 <= float(a.min()) and float(a.max()) <= 1.0
+    ia, pa, la = world.batch(3, 16)
+    ib, pb, lb = world.batch(3, 16)
+    assert torch.equal(ia, ib) and pa == pb and la == lb
+
+
+def test_vocabulary_sizes_and_synonyms() -> None:
+    assert len(world.COLOURS) >= 6 and len(world.SHAPES) >= 5 and len(world.BACKGROUNDS) >= 4
+    assert set(world.COLOUR_SYNONYMS) == set(world.COLOURS)
+    assert set(world.SHAPE_SYNONYMS) == set(world.SHAPES)
+    words = list(world.VOCAB)
+    assert len(words) == len(set(words))
+
+
+@pytest.mark.parametrize("colour", world.COLOUR_NAMES)
+def test_render_colour_label(colour: str) -> None:
+    img = world.render(world.Label(colour, "square", "gray"), 1)
+    px = img[_shape_pixels(img)]
+    assert px.shape[0] > 50
+    assert torch.allclose(px.median(dim=0).values, torch.tensor(world.COLOURS[colour]), atol=0.02)
+
+
+def test_render_shape_labels() -> None:
+    """Fill of the shape's bounding box and whether its centroid is filled tell shapes apart."""
+    fills: dict[str, list[float]] = {s: [] for s in world.SHAPES}
+    for seed in range(6):
+        for shape in world.SHAPES:
+            m = _shape_pixels(world.render(world.Label("blue", shape, "black"), seed))
+            ys, xs = torch.nonzero(m, as_tuple=True)
+            box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+            fills[shape].append(float(m.sum() / box))
+            cy, cx = int(ys.float().mean().round()), int(xs.float().mean().round())
+            assert bool(m[cy, cx]) == (shape != "ring"), shape
+    mean = {s: sum(v) / len(v) for s, v in fills.items()}
+    assert mean["square"] > 0.9 > mean["circle"] > 0.7 > mean["cross"] > mean["triangle"] > 0.35
+
+
+def test_render_background_labels() -> None:
+    def bg(kind: str) -> torch.Tensor:
+        img = world.render(world.Label("green", "circle", kind), 5)
+        return img[..., 0][~_shape_pixels(img)]
+
+    assert float(bg("black").max()) < 0.1
+    assert abs(float(bg("gray").mean()) - 0.5) < 0.02
+    stripes = world.render(world.Label("green", "circle", "striped"), 5)[..., 0]
+    rows_equal = (stripes[0] == stripes[1]).float().mean()
+    assert rows_equal == 1.0  # vertical stripes: top rows (away from the shape) agree
+    dotted_light = (bg("dotted") > 0.3).float().mean()
+    checker_light = (bg("checkered") > 0.3).float().mean()
+    assert dotted_light < 0.25 < checker_light
+
+
+def test_prompts() -> None:
+    assert world.prompt_for("red", "circle", "striped") == "a red circle on a striped background"
+    assert world.prompt_for(None, "circle", "striped") == "a circle on a striped background"
+    assert world.prompt_for("red", None, None) == "a red shape"
+    assert world.prompt_for(None, None, None) == ""
+    gen = torch.Generator().manual_seed(0)
+    lab = world.Label("red", "ring", "dotted")
+    prompts = [world.training_prompt(lab, gen) for _ in range(2000)]
+    share = {p: prompts.count(p) / len(prompts) for p in set(prompts)}
+    assert 0.07 < share[""] < 0.13
+    assert share["a ring on a dotted background"] > 0.05
+    assert share.get("a crimson donut on a dotted background", 0) > 0.01
+
+
+# --- text encoder ---------------------------------------------------------------------------
+
+def test_text_encoder_deterministic_and_shaped() -> None:
+    a = text.ToyTextEncoder()(["A Red circle", "a blue ring on a dotted background"])
+    b = text.ToyTextEncoder()(["a red CIRCLE", "a blue ring on a dotted background"])
+    assert a.shape == (2, 77, text.DIM)
+    assert torch.equal(a, b)
+    assert not torch.equal(a[0], a[1])
+
+
+def test_synonyms_and_unknown_words() -> None:
+    enc = text.ToyTextEncoder()
+    for canon, syn in list(world.COLOUR_SYNONYMS.items()) + list(world.SHAPE_SYNONYMS.items()):
+        ic, is_ = enc.index[canon], enc.index[syn]
+        assert ic != is_
+        assert (enc.table[ic] - enc.table[is_]).abs().max() > 0.1
+    unk = enc.index["<unk>"]
+    assert enc.tokenize("a zebra")[2] == unk and enc.tokenize("a quokka")[2] == unk
+    assert torch.equal(enc(["a zebra"]), enc(["a quokka"]))
+
+
+# --- evaluator ------------------------------------------------------------------------------
+
+def test_evaluator_accuracy_floor() -> None:
+    from toyworld.evaluator import DEFAULT_WEIGHTS, accuracy, classify, load_evaluator
+
+    if not DEFAULT_WEIGHTS.exists():
+        pytest.skip("evaluator weights not trained yet")
+    images, _, labels = world.batch(20_240_601, 600)  # a seed stream used in no training
+    acc = accuracy(classify(images, load_evaluator()), [lab.as_tuple() for lab in labels])
+    assert min(acc["colour"], acc["shape"], acc["background"]) >= 0.98, acc
+
+
+# --- ComfyUI model --------------------------------------------------------------------------
+
+def test_latent_roundtrip_and_format() -> None:
+    from toyworld import model
+
+    images, _, _ = world.batch(1, 4)
+    lat = model.image_to_latent(images)
+    assert lat.shape == (4, 12, 16, 16)
+    assert torch.allclose(model.latent_to_image(lat), images, atol=1e-6)
+    fmt = model.ToyWorldLatent()
+    assert fmt.latent_channels == 12 and fmt.spacial_downscale_ratio == 2
+    assert model.ToyWorldConfig().inpaint_model() is False
+
+
+@pytest.fixture(scope="module")
+def toy():
+    from toyworld.loader import DEFAULT_WEIGHTS, load_toyworld
+
+    if not DEFAULT_WEIGHTS.exists():
+        pytest.skip("toyworld weights not trained yet")
+    return load_toyworld()
+
+
+def test_loader_returns_sd1_layout_patcher(toy) -> None:
+    import comfy.model_patcher
+
+    assert isinstance(toy.patcher, comfy.model_patcher.ModelPatcher)
+    unet = toy.patcher.model.diffusion_model
+    ff = [n for n, _ in unet.named_modules() if n.endswith("transformer_blocks.0.ff.net.2")]
+    assert len(ff) == 16 and "middle_block.1.transformer_blocks.0.ff.net.2" in ff
+    cond = toy.encode("a red circle on a black background")
+    assert cond[0][0].shape == (1, 77, text.DIM) and cond[0][1] == {}
+    assert toy.empty_latent(3).shape == (3, 12, 16, 16)
+    assert all(not v.dtype.is_floating_point or v.dtype == torch.float32
+               for v in unet.state_dict().values())
+
+
+def test_loader_samples_with_comfy_sample(toy) -> None:
+    import comfy.sample
+
+    latent = toy.empty_latent(2)
+    noise = comfy.sample.prepare_noise(latent, 0)
+    pos = [[toy.encoder(["a red circle on a black background"] * 2), {}]]
+    neg = [[toy.encoder([""] * 2), {}]]
+    out = comfy.sample.sample(toy.patcher, noise, 4, 7.5, "euler", "normal", pos, neg, latent,
+                              disable_pbar=True)
+    images = toy.decode(out)
+    assert images.shape == (2, 32, 32, 3)
+    assert torch.isfinite(images).all() and 0.0 <= float(images.min()) and float(images.max()) <= 1.0
+    again = toy.generate(["a blue ring"], [3], steps=3, cfg=7.5, sampler="ddim")
+    assert torch.allclose(again, toy.generate(["a blue ring"], [3], steps=3, cfg=7.5, sampler="ddim"))
