@@ -13,12 +13,22 @@ from .mask_io import load_mask, read_metadata, save_mask
 from .masks import ConceptMasks, UnlearningMask
 from .patching import apply_mask
 from .pipeline import fuse_masks, merge_concept_masks, select_sensitive_neurons
-from .prompts import PRESET_NAMES, PRESETS, build_prompt_pairs, parse_concepts, parse_r2_overrides, resolve_preset
+from .prompts import (
+    PRESET_NAMES,
+    PRESETS,
+    PromptPair,
+    PromptPreset,
+    build_prompt_pairs,
+    parse_concepts,
+    parse_r2_overrides,
+    resolve_preset,
+)
 from .recording import SamplingSettings
 from .saliency import SaliencyRecord, compute_saliency
 
 __all__ = [
-    "ARCHITECTURES", "ConceptMasks", "FFLayer", "FIAInputError", "PRESETS", "PRESET_NAMES", "SaliencyRecord",
+    "ARCHITECTURES", "ConceptMasks", "FFLayer", "FIAInputError", "PRESETS", "PRESET_NAMES", "PromptPair",
+    "PromptPreset", "SaliencyRecord",
     "SamplingSettings", "UnlearningMask", "apply_mask", "architecture_of", "build_prompt_pairs",
     "compute_saliency", "discover_ff_layers", "fuse_masks", "layers_of_patcher", "load_mask",
     "merge_concept_masks", "parse_concepts", "parse_r2_overrides", "read_metadata", "resolve_preset",

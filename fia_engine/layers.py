@@ -2,13 +2,22 @@
 
 A layer is found by walking the diffusion model's modules, so nothing assumes a layer count or a
 block layout. Modules are registered in the order they run in every supported model, so walk
-order is execution order (a test checks this with forward hooks); sorting by name is not
+order is execution order (tests check this with forward hooks); sorting by name is not
 (SDXL's `transformer_blocks.10` would sort before `.2`).
+
+Families (full-size layer counts checked on the meta device in tests):
+  SD1.x, SD2.x, SDXL  `ff.net.2` after GEGLU, all input columns are neurons          16 / 16 / 70
+  SD3 (MMDiT)         `joint_blocks.{i}.{x,context}_block.mlp.fc2` after GELU        47 (medium)
+  Flux.1              `double_blocks.{i}.{img,txt}_mlp.2` after GELU and
+                      `single_blocks.{i}.linear2`, whose input is concat(attention, MLP):
+                      only the MLP columns are neurons                                76 (dev)
+Only SD1.x is validated by the paper; the others are extensions checked for mechanics.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -57,7 +66,13 @@ class FFLayer:
 
 @dataclass(frozen=True)
 class ArchitectureSpec:
-    """How to find the feed-forward output layers of one model family."""
+    """How to find the feed-forward output layers of one model family, and how to record them.
+
+    `stream_of` names the token stream a layer belongs to (MMDiT/Flux have separate image and text
+    MLPs); `default_streams` are the ones masked unless the user asks for others. `recording_cfg`
+    is the guidance scale used while recording when the user leaves cfg at 0 (automatic).
+    `unsupported` (non-empty) refuses a family whose layout is recognised but not handled yet.
+    """
 
     family: str
     config_classes: tuple[str, ...]
@@ -67,6 +82,8 @@ class ArchitectureSpec:
     stream_of: Callable[[str], str] = lambda path: "unet"
     default_streams: tuple[str, ...] = ("unet",)
     all_streams: tuple[str, ...] = ("unet",)
+    recording_cfg: float = 7.5
+    unsupported: str = ""
     notes: dict[str, str] = field(default_factory=dict)
 
 
@@ -75,12 +92,58 @@ def _is_unet_ff_output(path: str, module: torch.nn.Module) -> bool:
     return path.endswith(".ff.net.2") and isinstance(module, torch.nn.Linear)
 
 
+def _linear_at(pattern: str) -> Callable[[str, torch.nn.Module], bool]:
+    """A Linear whose full module path matches `pattern` (anchored, so embedders' MLPs never match)."""
+    regex = re.compile(pattern)
+    return lambda path, module: isinstance(module, torch.nn.Linear) and regex.fullmatch(path) is not None
+
+
+def _mmdit_stream(path: str) -> str:
+    return "txt" if ".context_block." in path else "img"
+
+
+def _flux_stream(path: str) -> str:
+    if path.startswith("single_blocks."):
+        return "single"
+    return "txt" if ".txt_mlp." in path else "img"
+
+
+def _flux_neuron_range(path: str, module: torch.nn.Module) -> tuple[int, int]:
+    """Single blocks feed linear2 with concat(attention output, MLP activation). The attention part
+    is as wide as the block's hidden size, which is linear2's output width (it is added back to the
+    residual stream); the rest, hidden * mlp_ratio columns, are the MLP neurons. Attention columns
+    are never neurons, so they are never recorded, scored or masked."""
+    if path.startswith("single_blocks."):
+        return module.out_features, module.in_features
+    return 0, -1
+
+
 UNET_NOTE = "ff.net.2 of every transformer block; neurons = all GEGLU outputs"
+MMDIT_NOTE = "joint_blocks.{i}.x_block.mlp.fc2 (img) and context_block.mlp.fc2 (txt); neurons = all GELU outputs"
+FLUX_NOTE = (
+    "double_blocks.{i}.img_mlp.2 (img), txt_mlp.2 (txt), single_blocks.{i}.linear2 (single: image and text "
+    "tokens together); neurons = GELU outputs, in linear2 only the MLP columns after the attention output"
+)
 
 ARCHITECTURES: list[ArchitectureSpec] = [
     ArchitectureSpec("SD1.x", ("SD15",), _is_unet_ff_output, 512, notes={"layers": UNET_NOTE}),
     ArchitectureSpec("SD2.x", ("SD20",), _is_unet_ff_output, 768, notes={"layers": UNET_NOTE}),
     ArchitectureSpec("SDXL", ("SDXL", "SDXLRefiner"), _is_unet_ff_output, 1024, notes={"layers": UNET_NOTE}),
+    ArchitectureSpec(
+        "SD3", ("SD3",), _linear_at(r"joint_blocks\.\d+\.(x_block|context_block)\.mlp\.fc2"), 1024,
+        stream_of=_mmdit_stream, default_streams=("img",), all_streams=("img", "txt"), recording_cfg=4.5,
+        notes={"layers": MMDIT_NOTE},
+    ),
+    ArchitectureSpec(
+        "Flux", ("Flux",), _linear_at(r"double_blocks\.\d+\.(img|txt)_mlp\.2|single_blocks\.\d+\.linear2"), 1024,
+        neuron_range=_flux_neuron_range, stream_of=_flux_stream, default_streams=("img", "single"),
+        all_streams=("img", "txt", "single"), recording_cfg=1.0, notes={"layers": FLUX_NOTE},
+    ),
+    # Flux.2 subclasses Flux's config: without its own entry it would be taken for Flux.1.
+    ArchitectureSpec(
+        "Flux.2", ("Flux2",), lambda path, module: False, 1024,
+        unsupported="untested layout, and its 128-channel latent at 1/16 scale is not handled by recording",
+    ),
 ]
 
 
@@ -103,7 +166,7 @@ def discover_ff_layers(
     diffusion_model: torch.nn.Module, spec: ArchitectureSpec, streams: tuple[str, ...] | None = None
 ) -> list[FFLayer]:
     """The feed-forward output layers of the selected streams, in execution order."""
-    wanted = set(streams or spec.default_streams)
+    wanted = set(resolve_streams(spec, streams))
     layers = []
     for path, module in diffusion_model.named_modules():
         if not spec.is_ff_output(path, module):
@@ -119,15 +182,39 @@ def discover_ff_layers(
     return layers
 
 
+def resolve_streams(spec: ArchitectureSpec, streams: tuple[str, ...] | None) -> tuple[str, ...]:
+    """Stream names to mask: None or ("default",) = the family's defaults, ("all",) = every stream."""
+    if not streams or tuple(streams) == ("default",):
+        return spec.default_streams
+    if tuple(streams) == ("all",):
+        return spec.all_streams
+    unknown = [s for s in streams if s not in spec.all_streams]
+    if unknown:
+        raise FIAInputError(
+            f"streams: {spec.family} models have no '{unknown[0]}' stream; use default, all or "
+            f"{', '.join(spec.all_streams)}. (A mask made for another model family names streams this one lacks.)"
+        )
+    return tuple(streams)
+
+
+def supported_families() -> list[str]:
+    return [a.family for a in ARCHITECTURES if not a.unsupported]
+
+
 def layers_of_patcher(patcher, streams: tuple[str, ...] | None = None) -> tuple[ArchitectureSpec, list[FFLayer]]:
     """Architecture and FF layers of a ComfyUI ModelPatcher; refuses models without any."""
     spec = architecture_of(patcher.model.model_config)
+    if spec.unsupported:
+        raise FIAInputError(
+            f"model: {spec.family} models are not supported yet ({spec.unsupported}). FIA supports "
+            f"{', '.join(supported_families())}."
+        )
     layers = discover_ff_layers(patcher.model.diffusion_model, spec, streams)
     if not layers:
         raise FIAInputError(
             f"model: this {spec.family} model has no supported feed-forward layers "
             f"(looked for: {spec.notes.get('layers', 'ff output layers')}). FIA supports "
-            f"{', '.join(a.family for a in ARCHITECTURES)}; connect one of those."
+            f"{', '.join(supported_families())}; connect one of those."
         )
     return spec, layers
 
@@ -171,11 +258,11 @@ def fingerprint(weights: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-
-
 def block_label(layer: FFLayer) -> str:
-    """A short human label such as 'input_blocks.4 tb0' for charts and logs."""
+    """A short human label such as 'input_blocks.4 tb0' or 'double_blocks.3 txt' for charts and logs."""
     parts = layer.module_path.split(".")
     head = ".".join(parts[:2])
     depth = next((parts[i + 1] for i, p in enumerate(parts) if p == "transformer_blocks"), "")
-    return f"{head} tb{depth}" if depth else head
+    if depth:
+        return f"{head} tb{depth}"
+    return f"{head} {layer.stream}" if layer.stream in ("img", "txt") else head

@@ -52,8 +52,9 @@ def select_sensitive_neurons(
             mean_c = record.concept_moments[concept][layer.key].mean
             mean_b, std_b = base[layer.key].mean, base[layer.key].std
             if method == "fia":
-                saliency = (contrastive_saliency(abs_weight, mean_c[t], mean_b[t], std_b[t]) for t in range(steps))
-                chosen = selection.spatial_selection(selection.time_integrated_sensitivity(saliency, r1), ratio)
+                step_saliency = _step_saliency(abs_weight, mean_c, mean_b, std_b)
+                sensitivity = selection.time_integrated_sensitivity(step_saliency, steps, abs_weight.shape, r1)
+                chosen = selection.spatial_selection(sensitivity, ratio)
             else:
                 chosen = selection.conceptprune_selection(abs_weight, mean_c, mean_b, ratio)
             rows, cols = chosen.nonzero(as_tuple=True)
@@ -64,6 +65,21 @@ def select_sensitive_neurons(
         record.architecture, list(record.layers), selected, settings, record.fingerprint,
         source={"saliency": record.settings, "recorded_steps": steps},
     )
+
+
+def _step_saliency(abs_weight, mean_c, mean_b, std_b) -> selection.StepSaliency:
+    """Eq.2 for one step and block of rows, recomputed on demand instead of stored."""
+
+    def step_saliency(t: int, rows: slice) -> torch.Tensor:
+        return contrastive_saliency(
+            abs_weight[rows], _rows(mean_c[t], rows), _rows(mean_b[t], rows), _rows(std_b[t], rows))
+
+    return step_saliency
+
+
+def _rows(statistic: torch.Tensor, rows: slice) -> torch.Tensor:
+    """Column statistics ([C], reference form) apply to every row; exact-form ones are per row."""
+    return statistic if statistic.dim() == 1 else statistic[rows]
 
 
 def merge_concept_masks(inputs: list[ConceptMasks]) -> ConceptMasks:

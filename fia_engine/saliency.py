@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
@@ -86,10 +86,12 @@ def compute_saliency(
     form: str = "reference",
     progress: Progress | None = None,
     streams: tuple[str, ...] | None = None,
+    pairs: dict[str, list[prompt_lib.PromptPair]] | None = None,
 ) -> SaliencyRecord:
     """Records Eq.2's statistics for every concept; base prompts shared by concepts run once.
 
     `encode(text)` returns ComfyUI conditioning for one prompt (CLIPTextEncode's output).
+    `pairs` replaces the preset's prompt pairs with your own (concept -> pairs).
     The input patcher is never modified: recording runs on a clone.
     """
     settings = settings or SamplingSettings()
@@ -97,13 +99,18 @@ def compute_saliency(
     if not concepts:
         raise FIAInputError("concepts: the list is empty. Write the concepts to forget, one per line.")
     spec, layers = layers_of_patcher(patcher, streams)
+    if settings.cfg == 0:  # 0 = automatic, like width/height: the family's recording cfg (Flux: 1 = cond only)
+        settings = replace(settings, cfg=spec.recording_cfg)
     width = settings.width or spec.native_size
     height = settings.height or spec.native_size
     geometry = latent_geometry(patcher, width, height)
     if geometry[1] < 1 or geometry[2] < 1:
         raise FIAInputError(f"width/height: {width}x{height} is smaller than one latent pixel of this model.")
 
-    pairs = {c: prompt_lib.build_prompt_pairs(c, preset, num_pairs, seed) for c in concepts}
+    if pairs is None:
+        pairs = {c: prompt_lib.build_prompt_pairs(c, preset, num_pairs, seed) for c in concepts}
+    elif set(pairs) != set(concepts) or not all(pairs.values()):
+        raise FIAInputError("pairs: give a non-empty list of prompt pairs for each concept, and only for them.")
     concept_base = {c: prompt_lib.base_set_id(p) for c, p in pairs.items()}
     base_sets = {concept_base[c]: pairs[c] for c in concepts}
 

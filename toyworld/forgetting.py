@@ -1,0 +1,158 @@
+"""FIA on ToyWorld: prompt pairs per attribute, and the paper's forget/preserve protocol in miniature.
+
+A concept is one attribute value: a colour ("red"), a shape ("circle") or a background
+("striped"). Its pair contrasts a prompt naming it with the same prompt leaving it out, which
+ToyWorld saw in training (attributes are dropped at random): "a red square on a gray background"
+vs "a square on a gray background".
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from fia_engine import (
+    PromptPair,
+    PromptPreset,
+    SamplingSettings,
+    compute_saliency,
+    fuse_masks,
+    select_sensitive_neurons,
+)
+from fia_engine.masks import UnlearningMask
+
+from .evaluator import classify
+from .loader import ToyWorld
+from .world import BACKGROUNDS, COLOUR_NAMES, COLOUR_SYNONYMS, SHAPE_SYNONYMS, SHAPES, prompt_for
+
+KINDS = {"colour": COLOUR_NAMES, "shape": SHAPES, "background": BACKGROUNDS}
+ATTRIBUTE_INDEX = {"colour": 0, "shape": 1, "background": 2}
+SYNONYMS = COLOUR_SYNONYMS | SHAPE_SYNONYMS
+RECORDING = SamplingSettings(steps=25, recorded_steps=10, cfg=7.5, sampler_name="ddim", scheduler="normal",
+                             width=32, height=32, prompts_per_batch=8)
+GENERATION = dict(steps=25, cfg=7.5, sampler="ddim", scheduler="normal")
+
+
+def kind_of(concept: str) -> str:
+    for kind, values in KINDS.items():
+        if concept in values:
+            return kind
+    raise ValueError(f"'{concept}' is not a ToyWorld colour, shape or background")
+
+
+def label_with(concept: str, a: str, b: str) -> tuple[str, str, str]:
+    """(colour, shape, background) with `concept` in its slot and a, b filling the other two."""
+    kind = kind_of(concept)
+    if kind == "colour":
+        return (concept, a, b)
+    if kind == "shape":
+        return (a, concept, b)
+    return (a, b, concept)
+
+
+def other_values(concept: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    others = [values for kind, values in KINDS.items() if kind != kind_of(concept)]
+    return others[0], others[1]
+
+
+def concept_pairs(concept: str, num_pairs: int = 30, seed: int = 1244) -> list[PromptPair]:
+    """Pairs over all combinations of the other two attributes, shuffled with `seed`."""
+    first, second = other_values(concept)
+    combos = [(a, b) for a in first for b in second]
+    random.Random(seed).shuffle(combos)
+    slot = ATTRIBUTE_INDEX[kind_of(concept)]
+    pairs = []
+    for k in range(num_pairs):
+        label = label_with(concept, *combos[k % len(combos)])
+        without = tuple(None if i == slot else v for i, v in enumerate(label))
+        pairs.append(PromptPair(prompt_for(*label), prompt_for(*without), seed + k))
+    return pairs
+
+
+@dataclass
+class ForgetSettings:
+    """Defaults follow the paper's objects setting, with the ToyWorld recording schedule."""
+
+    r1: float = 0.05
+    r2: float = 0.01
+    alpha: float = 0.6
+    num_pairs: int = 30
+    seed: int = 1244
+    form: str = "reference"
+    method: str = "fia"
+    fusion: str = "concept-agnostic"
+
+
+def forget(world: ToyWorld, concepts: list[str], settings: ForgetSettings | None = None,
+           recording: SamplingSettings = RECORDING, progress=None) -> UnlearningMask:
+    """Saliency -> selection -> fusion for ToyWorld concepts of any kinds, in one saliency run."""
+    settings = settings or ForgetSettings()
+    pairs = {c: concept_pairs(c, settings.num_pairs, settings.seed) for c in concepts}
+    record = compute_saliency(
+        world.patcher, world.encode, concepts, PromptPreset("toyworld", (), (), ()), settings.num_pairs,
+        settings.seed, recording, settings.form, progress, pairs=pairs,
+    )
+    masks = select_sensitive_neurons(record, settings.r1, settings.r2, method=settings.method)
+    return fuse_masks([masks], settings.alpha, settings.fusion)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A generation prompt with its seed and the attributes it names."""
+
+    prompt: str
+    seed: int
+    label: tuple[str, str, str]
+
+
+def forget_probes(concept: str, count: int, seed: int, synonym: bool = False) -> list[Probe]:
+    """Prompts naming `concept` (or its synonym) with random other attributes."""
+    rng = random.Random(seed)
+    first, second = other_values(concept)
+    probes = []
+    for k in range(count):
+        label = label_with(concept, rng.choice(first), rng.choice(second))
+        words = [SYNONYMS.get(v, v) if synonym and v == concept else v for v in label]
+        probes.append(Probe(prompt_for(*words), seed * 1000 + k, label))
+    return probes
+
+
+def preserve_probes(forgotten: list[str], count: int, seed: int) -> list[Probe]:
+    """Prompts naming none of the forgotten concepts."""
+    rng = random.Random(seed)
+    allowed = {kind: [v for v in values if v not in forgotten] for kind, values in KINDS.items()}
+    probes = []
+    for k in range(count):
+        label = tuple(rng.choice(allowed[kind]) for kind in KINDS)
+        probes.append(Probe(prompt_for(*label), seed * 1000 + k, label))
+    return probes
+
+
+def generate(world: ToyWorld, probes: list[Probe], patcher=None) -> torch.Tensor:
+    return world.generate([p.prompt for p in probes], [p.seed for p in probes], patcher=patcher, **GENERATION)
+
+
+def shows(predicted: tuple[str, str, str], concept: str) -> bool:
+    return predicted[ATTRIBUTE_INDEX[kind_of(concept)]] == concept
+
+
+def forget_rate(images: torch.Tensor, concept: str) -> float:
+    """Fraction of images that still show the concept (lower is better)."""
+    return sum(shows(p, concept) for p in classify(images)) / max(1, images.shape[0])
+
+
+def attribute_accuracy(images: torch.Tensor, probes: list[Probe]) -> dict[str, float]:
+    """Per-attribute match rate between the evaluator's reading and the prompt, and their mean."""
+    predicted = classify(images)
+    result = {kind: sum(p[i] == probe.label[i] for p, probe in zip(predicted, probes)) / len(probes)
+              for kind, i in ATTRIBUTE_INDEX.items()}
+    result["mean"] = sum(result[k] for k in KINDS) / len(KINDS)
+    return result
+
+
+def harmonic_overall(forget: float, preserve: float) -> float:
+    """The paper's Table 2 overall score: harmonic mean of (1 - forget rate) and preserve accuracy."""
+    keep = 1.0 - forget
+    return 0.0 if keep + preserve == 0 else 2 * keep * preserve / (keep + preserve)
