@@ -9,6 +9,7 @@ The ComfyUI side: recording.py (activations during sampling), patching.py (masks
 
 from .errors import FIAInputError
 from .layers import ARCHITECTURES, FFLayer, architecture_of, discover_ff_layers, layers_of_patcher
+from . import index_codec
 from .mask_io import load_mask, read_metadata, save_mask
 from .masks import ConceptMasks, UnlearningMask
 from .patching import apply_mask

@@ -1,6 +1,7 @@
 """FIA_MASK files: safetensors (never pickle) with the metadata needed to refuse a wrong model.
 
-Tensors: `pruned/<key>` and `kept/<key>`, sorted flat int32 indices into the weight.
+Tensors: `pruned/<key>` and `kept/<key>`: sorted flat indices into the weight, stored as varint
+gaps (uint8, see index_codec): about one byte per pruned weight.
 Metadata (strings): format, format_version, architecture, layers (keys, shapes, neuron columns),
 concepts, hyperparameters, fingerprint of the weights the mask was computed on, pruned count.
 """
@@ -13,11 +14,13 @@ from pathlib import Path
 import torch
 
 from .errors import FIAInputError
+from .index_codec import decode_sorted, encode_sorted
 from .layers import FFLayer
 from .masks import UnlearningMask
 
 FORMAT = "fia-unlearning-mask"
 FORMAT_VERSION = 1
+INDEX_ENCODING = "leb128-gaps"
 
 
 def save_mask(mask: UnlearningMask, path: str | Path, extra_metadata: dict[str, str] | None = None) -> Path:
@@ -25,11 +28,12 @@ def save_mask(mask: UnlearningMask, path: str | Path, extra_metadata: dict[str, 
 
     tensors = {}
     for layer in mask.layers:
-        tensors[f"pruned/{layer.key}"] = mask.pruned[layer.key].to(torch.int32).contiguous()
-        tensors[f"kept/{layer.key}"] = mask.kept_agnostic[layer.key].to(torch.int32).contiguous()
+        tensors[f"pruned/{layer.key}"] = encode_sorted(mask.pruned[layer.key])
+        tensors[f"kept/{layer.key}"] = encode_sorted(mask.kept_agnostic[layer.key])
     metadata = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
+        "index_encoding": INDEX_ENCODING,
         "architecture": mask.architecture,
         "layers": json.dumps([layer.as_dict() for layer in mask.layers]),
         "concepts": json.dumps(mask.concepts),
@@ -75,8 +79,10 @@ def load_mask(path: str | Path) -> UnlearningMask:
     try:
         layers = [FFLayer.from_dict(d) for d in json.loads(metadata["layers"])]
         tensors = load_file(str(path))
-        pruned = {layer.key: tensors[f"pruned/{layer.key}"].long() for layer in layers}
-        kept = {layer.key: tensors[f"kept/{layer.key}"].long() for layer in layers}
+        if metadata.get("index_encoding") != INDEX_ENCODING:
+            raise ValueError(f"unknown index encoding {metadata.get('index_encoding')!r}")
+        pruned = {layer.key: decode_sorted(tensors[f"pruned/{layer.key}"]) for layer in layers}
+        kept = {layer.key: decode_sorted(tensors[f"kept/{layer.key}"]) for layer in layers}
         concepts = json.loads(metadata["concepts"])
         hyper = json.loads(metadata.get("hyperparameters", "{}"))
     except (KeyError, ValueError, TypeError) as error:

@@ -78,7 +78,28 @@ def test_damaged_mask_is_refused(engine, mask, tmp_path):
     tensors = load_file(str(path))
     metadata = engine.read_metadata(path)
     key = next(iter(tensors))
-    tensors[key] = tensors[key] + 10**7
+    codec = engine.index_codec
+    tensors[key] = codec.encode_sorted(torch.tensor([3, 10**9]))
     save_file(tensors, str(path), metadata=metadata)
     with pytest.raises(engine.FIAInputError, match="indices outside"):
         engine.load_mask(path)
+    tensors[key] = torch.tensor([0x85], dtype=torch.uint8)  # a continuation byte with nothing after it
+    save_file(tensors, str(path), metadata=metadata)
+    with pytest.raises(engine.FIAInputError, match="damaged"):
+        engine.load_mask(path)
+
+
+@pytest.mark.parametrize("indices", [[], [0], [5, 6, 7], [127, 128, 16383, 16384, 2**31 + 5, 2**40]])
+def test_index_codec_round_trip(engine, indices):
+    codec = engine.index_codec
+    original = torch.tensor(indices, dtype=torch.int64)
+    encoded = codec.encode_sorted(original)
+    assert encoded.dtype == torch.uint8 and torch.equal(codec.decode_sorted(encoded), original)
+
+
+def test_index_codec_is_about_one_byte_per_index_at_mask_density(engine):
+    gen = torch.Generator().manual_seed(0)
+    indices = torch.randperm(1_000_000, generator=gen)[:10_000].sort().values  # 1% density
+    encoded = engine.index_codec.encode_sorted(indices)
+    assert encoded.numel() < 1.4 * indices.numel()  # int32 would be 4 bytes each
+    assert torch.equal(engine.index_codec.decode_sorted(encoded), indices)
