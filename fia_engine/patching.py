@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from .errors import FIAInputError
-from .layers import fingerprint, layers_of_patcher, original_weights
+from .layers import architecture_of, fingerprint, layers_of_patcher, original_weights
 from .masks import UnlearningMask, check_layers_match, warn_if_other_weights
 
 MODES = ("patch", "wrapper")
@@ -67,7 +67,9 @@ def apply_mask(patcher, mask: UnlearningMask, strength: float = 1.0, mode: str =
         raise FIAInputError(f"strength: {strength} is out of range; use 0 (untouched) to 1 (fully pruned).")
     if mode not in MODES:
         raise FIAInputError(f"mode: '{mode}' is unknown; use one of {', '.join(MODES)}.")
-    spec, layers = layers_of_patcher(patcher, streams=tuple({layer.stream for layer in mask.layers}))
+    family = architecture_of(patcher.model.model_config).family
+    check_layers_match("mask", mask.architecture, [], family, [])  # the family first: clearest message
+    spec, layers = layers_of_patcher(patcher, streams=tuple(sorted({layer.stream for layer in mask.layers})))
     check_layers_match("mask", mask.architecture, mask.layers, spec.family, layers)
     warn_if_other_weights("mask", mask.fingerprint, fingerprint(original_weights(patcher, mask.layers)))
     model = patcher.clone()

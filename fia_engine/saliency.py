@@ -24,7 +24,7 @@ class SaliencyRecord:
 
     concept_moments[c][key]: mean over concept c's prompts, [T, C] (reference) or [T, C_out, C]
     base_moments[b][key]:    mean and population std over base set b's prompts
-    abs_weights[key]:        |W| of the neuron columns as sampled (patches such as LoRAs applied)
+    abs_weights[key]:        |W| of the neuron columns as sampled (patches such as LoRAs applied), model dtype
     """
 
     architecture: str
@@ -157,7 +157,8 @@ def compute_saliency(
             sample_recorded_steps(work, recorder, positive, negative, [s for _, s in chunk], geometry)
         results[(kind, name)] = {key: acc.finalize() for key, acc in accumulators.items()}
 
-    abs_weights = {layer.key: weights[layer.key][:, layer.neuron_columns].abs() for layer in layers}
+    dtype = patcher.model.get_dtype()  # what inference uses; fp16 halves the record for fp16 checkpoints
+    abs_weights = {layer.key: weights.pop(layer.key)[:, layer.neuron_columns].abs().to(dtype) for layer in layers}
     return SaliencyRecord(
         architecture=spec.family,
         layers=layers,

@@ -59,8 +59,9 @@ class FIAComputeConceptSaliency(io.ComfyNode):
                 io.Int.Input("recorded_steps", default=10, min=1, max=1000,
                              tooltip="T: how many early UNet calls are recorded (paper: 10). Sampling stops "
                                      "there; the rest of the schedule is never run."),
-                io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01,
-                               tooltip="Classifier-free guidance scale while recording (paper: 7.5)."),
+                io.Float.Input("cfg", default=0.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="Classifier-free guidance while recording. 0 = the model family's value: "
+                                       "7.5 for SD1.x/SD2.x/SDXL (paper), 4.5 for SD3, 1.0 for Flux (cond only)."),
                 io.Combo.Input("sampler_name", options=list(comfy.samplers.KSampler.SAMPLERS), default="euler",
                                tooltip="Sampler used while recording."),
                 io.Combo.Input("scheduler", options=list(comfy.samplers.KSampler.SCHEDULERS), default="normal",
@@ -72,6 +73,10 @@ class FIAComputeConceptSaliency(io.ComfyNode):
                 io.Int.Input("prompts_per_batch", default=4, min=1, max=256,
                              tooltip="Prompts sampled together. Higher is faster if memory allows; results "
                                      "agree within float rounding."),
+                io.Combo.Input("streams", options=["default", "all"], default="default",
+                               tooltip="Which feed-forward layers to analyse and prune. default: the UNet's for "
+                                       "SD1.x/SD2.x/SDXL, the image stream for SD3, image and single blocks for "
+                                       "Flux. all: also the text-stream MLPs of SD3 and Flux."),
                 io.Combo.Input("saliency_form", options=["reference", "exact"], default="reference",
                                tooltip="reference: |W|*||X_j|| as in the reference code (small, fast). exact: "
                                        "the paper's Eq.1 with the cosine term (keeps T weight-sized tensors per "
@@ -84,7 +89,7 @@ class FIAComputeConceptSaliency(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip, concepts, preset, concept_template, base_template, placeholders, prompt_pairs,
                 seed, steps, recorded_steps, cfg, sampler_name, scheduler, width, height, prompts_per_batch,
-                saliency_form) -> io.NodeOutput:
+                streams, saliency_form) -> io.NodeOutput:
         concept_list = parse_concepts(concepts)
         chosen = resolve_preset(preset, concept_template, base_template, placeholders)
         settings = SamplingSettings(steps, recorded_steps, cfg, sampler_name, scheduler, width, height, prompts_per_batch)
@@ -96,5 +101,5 @@ class FIAComputeConceptSaliency(io.ComfyNode):
             bar.update_absolute(done, total)
 
         record = compute_saliency(model, clip_encoder(clip), concept_list, chosen, prompt_pairs, seed, settings,
-                                  saliency_form, progress)
+                                  saliency_form, progress, streams=(streams,))
         return io.NodeOutput(record)

@@ -6,7 +6,7 @@ SALIENCY_DEFAULTS = dict(
     concepts="cat\ndog\nbird", preset="objects", concept_template="{concept} {placeholder}",
     base_template="{placeholder}", placeholders="", prompt_pairs=2, seed=1244, steps=10, recorded_steps=2,
     cfg=7.5, sampler_name="euler", scheduler="normal", width=64, height=64, prompts_per_batch=2,
-    saliency_form="reference",
+    streams="default", saliency_form="reference",
 )
 
 

@@ -2,6 +2,7 @@
 
 import comfy.patcher_extension
 import pytest
+import tiny
 import torch
 
 SETTINGS = dict(steps=20, recorded_steps=3, width=64, height=64)
@@ -141,21 +142,10 @@ def test_layers_are_found_in_execution_order(engine, tiny_model):
     assert all(layer.key.endswith("ff.net.2.weight") for layer in layers)
 
 
-def sd15_full_config():
-    return dict(
-        use_checkpoint=False, image_size=32, in_channels=4, out_channels=4, model_channels=320,
-        num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 4, 4], transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
-        transformer_depth_middle=1, transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-        use_linear_in_transformer=False, context_dim=768, num_heads=8, num_head_channels=-1,
-        use_spatial_transformer=True, legacy=False, adm_in_channels=None,
-        use_temporal_attention=False, use_temporal_resblock=False,
-    )
-
-
 def test_full_size_sd15_has_the_papers_16_layers(engine):
     import comfy.supported_models
 
-    cfg = comfy.supported_models.SD15(sd15_full_config())
+    cfg = comfy.supported_models.SD15(tiny.SD15_FULL_UNET)
     model = cfg.get_model({}, device=torch.device("meta"))
     spec = engine.architecture_of(cfg)
     layers = engine.discover_ff_layers(model.diffusion_model, spec)

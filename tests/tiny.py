@@ -23,6 +23,16 @@ TINY_SD15_UNET = dict(
     use_temporal_attention=False, use_temporal_resblock=False,
 )
 
+SD15_FULL_UNET = dict(
+    use_checkpoint=False, image_size=32, in_channels=4, out_channels=4, model_channels=320,
+    num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 4, 4], transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
+    transformer_depth_middle=1, transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+    use_linear_in_transformer=False, context_dim=768, num_heads=8, num_head_channels=-1,
+    use_spatial_transformer=True, legacy=False, adm_in_channels=None,
+    use_temporal_attention=False, use_temporal_resblock=False,
+)
+"""SD1.5's real UNet layout (860M parameters); build it on the meta device to enumerate layers."""
+
 
 def fill_seeded(module: torch.nn.Module, seed: int, scale: float = 0.05) -> None:
     """ComfyUI ops skip initialisation: give every parameter seeded values (norms near 1)."""
@@ -64,6 +74,17 @@ def tiny_clip(seed: int = 1):
     clip = comfy.sd.CLIP(target, model_options={"dtype": torch.float32})
     fill_seeded(clip.cond_stage_model, seed, scale=0.2)
     return clip
+
+
+def hashed_encoder(width: int, tokens: int = 77):
+    """A stand-in text encoder for full-width models: a fixed random context per prompt text."""
+    import zlib
+
+    def encode(text: str) -> list:
+        generator = torch.Generator().manual_seed(zlib.crc32(text.encode()))
+        return [[torch.randn(1, tokens, width, generator=generator), {}]]
+
+    return encode
 
 
 def clip_encoder(clip):
