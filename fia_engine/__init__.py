@@ -7,9 +7,9 @@ Equations of the paper and where they live:
 The ComfyUI side: recording.py (activations during sampling), patching.py (masks as patches).
 """
 
+from . import index_codec
 from .errors import FIAInputError
 from .layers import ARCHITECTURES, FFLayer, architecture_of, discover_ff_layers, layers_of_patcher
-from . import index_codec
 from .mask_io import load_mask, read_metadata, save_mask
 from .masks import ConceptMasks, UnlearningMask
 from .patching import apply_mask
@@ -28,7 +28,7 @@ from .recording import SamplingSettings
 from .saliency import SaliencyRecord, compute_saliency
 
 __all__ = [
-    "ARCHITECTURES", "ConceptMasks", "FFLayer", "FIAInputError", "PRESETS", "PRESET_NAMES", "PromptPair",
+    "ARCHITECTURES", "index_codec", "ConceptMasks", "FFLayer", "FIAInputError", "PRESETS", "PRESET_NAMES", "PromptPair",
     "PromptPreset", "SaliencyRecord",
     "SamplingSettings", "UnlearningMask", "apply_mask", "architecture_of", "build_prompt_pairs",
     "compute_saliency", "discover_ff_layers", "fuse_masks", "layers_of_patcher", "load_mask",

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from .errors import FIAInputError
 from .index_codec import decode_sorted, encode_sorted
 from .layers import FFLayer

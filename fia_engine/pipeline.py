@@ -31,8 +31,13 @@ def select_sensitive_neurons(
     r2: float = 0.0,
     r2_overrides: dict[str, float] | None = None,
     method: str = "fia",
+    device: torch.device | str | None = None,
 ) -> ConceptMasks:
-    """Eq.3-6 for every concept. r2 = 0 uses the preset's paper value (Table 8)."""
+    """Eq.3-6 for every concept. r2 = 0 uses the preset's paper value (Table 8).
+
+    Runs layer by layer on `device` (default: the GPU when there is one); masks come back to
+    the CPU. CPU results are bit-identical from run to run.
+    """
     check_ratio("r1", r1)
     check_ratio("r2", r2, allow_zero=True)
     if method not in SELECTION_METHODS:
@@ -41,6 +46,7 @@ def select_sensitive_neurons(
         raise FIAInputError("method: ConceptPrune selection needs a saliency run with saliency_form = reference.")
     overrides = {k.lower(): v for k, v in (r2_overrides or {}).items()}
     steps = record.recorded_steps
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     selected: dict[str, dict[str, torch.Tensor]] = {}
     settings: dict[str, dict] = {}
     for concept in record.concepts:
@@ -48,17 +54,17 @@ def select_sensitive_neurons(
         base = record.base_moments[record.concept_base[concept]]
         per_layer = {}
         for layer in record.layers:
-            abs_weight = record.abs_weights[layer.key].float()
-            mean_c = record.concept_moments[concept][layer.key].mean
-            mean_b, std_b = base[layer.key].mean, base[layer.key].std
+            abs_weight = record.abs_weights[layer.key].to(device, torch.float32)
+            mean_c = record.concept_moments[concept][layer.key].mean.to(device)
+            mean_b, std_b = base[layer.key].mean.to(device), base[layer.key].std.to(device)
             if method == "fia":
                 step_saliency = _step_saliency(abs_weight, mean_c, mean_b, std_b)
-                sensitivity = selection.time_integrated_sensitivity(step_saliency, steps, abs_weight.shape, r1)
+                sensitivity = selection.time_integrated_sensitivity(step_saliency, steps, r1)
                 chosen = selection.spatial_selection(sensitivity, ratio)
             else:
                 chosen = selection.conceptprune_selection(abs_weight, mean_c, mean_b, ratio)
             rows, cols = chosen.nonzero(as_tuple=True)
-            per_layer[layer.key] = rows * layer.in_features + cols + layer.neuron_columns.start
+            per_layer[layer.key] = (rows * layer.in_features + cols + layer.neuron_columns.start).cpu()
         selected[concept] = per_layer
         settings[concept] = {"r1": r1, "r2": ratio, "method": method, "form": record.form, "preset": record.preset}
     return ConceptMasks(
@@ -68,18 +74,12 @@ def select_sensitive_neurons(
 
 
 def _step_saliency(abs_weight, mean_c, mean_b, std_b) -> selection.StepSaliency:
-    """Eq.2 for one step and block of rows, recomputed on demand instead of stored."""
+    """Eq.2 for one step, recomputed on demand instead of stored for all steps."""
 
-    def step_saliency(t: int, rows: slice) -> torch.Tensor:
-        return contrastive_saliency(
-            abs_weight[rows], _rows(mean_c[t], rows), _rows(mean_b[t], rows), _rows(std_b[t], rows))
+    def step_saliency(t: int) -> torch.Tensor:
+        return contrastive_saliency(abs_weight, mean_c[t], mean_b[t], std_b[t])
 
     return step_saliency
-
-
-def _rows(statistic: torch.Tensor, rows: slice) -> torch.Tensor:
-    """Column statistics ([C], reference form) apply to every row; exact-form ones are per row."""
-    return statistic if statistic.dim() == 1 else statistic[rows]
 
 
 def merge_concept_masks(inputs: list[ConceptMasks]) -> ConceptMasks:

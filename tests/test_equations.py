@@ -62,7 +62,7 @@ def test_eq3_by_hand(engine):
     s1 = torch.tensor([[4.0, 0.0], [2.0, 1.0]])
     s2 = torch.tensor([[0.0, 0.0], [2.0, 3.0]])
     # r1 = 0.25 -> k = 1: tau_1 = 4 (entry 0,0), tau_2 = 3 (entry 1,1)
-    a = sel.time_integrated_sensitivity(lambda t, rows: (s1, s2)[t][rows], 2, (2, 2), r1=0.25)
+    a = sel.time_integrated_sensitivity(lambda t: (s1, s2)[t], 2, r1=0.25)
     mean = (s1 + s2) / 2  # [[2, 0], [2, 2]], max 2
     hits = torch.tensor([[0.5, 0.0], [0.0, 0.5]])
     assert torch.allclose(a, 0.5 * mean / 2 + 0.5 * hits)
@@ -73,19 +73,16 @@ def test_eq3_indicator_ignores_zero_saliency(engine):
     s = torch.zeros(4, 4)
     s[1, 2] = 0.3
     sel = engine.selection
-    hits = sel.sensitive(s, sel.kth_largest([s], sel.count_for(0.5, s.numel())))
+    hits = sel.sensitive(s, sel.kth_largest(s, sel.count_for(0.5, s.numel())))
     assert hits.sum() == 1 and hits[1, 2]
 
 
-def test_row_blocks_give_the_same_result_as_one_block(engine):
+def test_kth_largest_matches_sorting(engine):
     sel = engine.selection
-    gen = torch.Generator().manual_seed(1)
-    steps = [torch.randn(37, 23, generator=gen).clamp_min(0) for _ in range(4)]
-    one = sel.time_integrated_sensitivity(lambda t, rows: steps[t][rows], 4, (37, 23), 0.1, per_block=1000)
-    many = sel.time_integrated_sensitivity(lambda t, rows: steps[t][rows], 4, (37, 23), 0.1, per_block=5)
-    assert torch.equal(one, many)
-    assert torch.equal(sel.spatial_selection(one, 0.1, per_block=1000), sel.spatial_selection(one, 0.1, per_block=3))
-    assert sel.kth_largest([x.reshape(-1) for x in steps], 9) == torch.cat([x.reshape(-1) for x in steps]).sort().values[-9]
+    values = torch.randn(37, 23, generator=torch.Generator().manual_seed(1)).round(decimals=1)  # with ties
+    for k in (1, 9, 500, values.numel()):
+        assert sel.kth_largest(values, k) == values.reshape(-1).sort().values[-k]
+    assert torch.equal(sel.kth_largest(values, 3, dim=1), values.sort(dim=1).values[:, -3:-2])
 
 
 def test_eq4_6_row_and_layer_intersection(engine):

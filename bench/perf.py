@@ -1,0 +1,296 @@
+"""`make bench-perf`: what saliency, selection, masks and masked sampling cost, measured side by side.
+
+Models: (a) ToyWorld when its weights are present, else a seeded tiny SD1.5-layout model;
+(b) a full-width SD1.5 UNet (random seeded weights, real layer sizes) at a small resolution.
+Writes out/bench/perf.json and out/bench/perf.md. Medians of --repeats runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import common
+
+common.setup()
+
+import comfy.patcher_extension  # noqa: E402
+import comfy.sample  # noqa: E402
+import tiny  # noqa: E402
+import torch  # noqa: E402
+
+import fia_engine as fia  # noqa: E402
+from fia_engine.recording import batch_conditioning, latent_geometry  # noqa: E402
+from fia_engine.saliency import SaliencyRecord  # noqa: E402
+from fia_engine.statistics import Moments  # noqa: E402
+
+TOYWORLD_WEIGHTS = common.REPO / "toyworld" / "weights" / "toyworld.safetensors"
+
+
+class Subject:
+    """A model to measure, with its prompt pairs and recording settings."""
+
+    def __init__(self, name, patcher, encode, pairs_for, settings: fia.SamplingSettings):
+        self.name, self.patcher, self.encode, self.pairs_for, self.settings = name, patcher, encode, pairs_for, settings
+
+    def pairs(self, concepts: list[str], count: int) -> dict[str, list[fia.PromptPair]]:
+        return {c: self.pairs_for(c, count) for c in concepts}
+
+    def saliency(self, concepts: list[str], count: int, **overrides) -> SaliencyRecord:
+        settings = fia.SamplingSettings(**(vars(self.settings) | overrides))
+        return fia.compute_saliency(self.patcher, self.encode, concepts, fia.PromptPreset("bench", (), (), ()),
+                                    count, 1244, settings, pairs=self.pairs(concepts, count))
+
+    def plain_sampling(self, concepts: list[str], count: int) -> int:
+        """The same batches, prompts and seeds with plain comfy.sample.sample and no hooks: the
+        unavoidable work. Returns the number of sampler runs."""
+        settings = self.settings
+        pairs = self.pairs(concepts, count)
+        jobs = {fia.prompts.base_set_id(p): [(x.base_prompt, x.seed) for x in p] for p in pairs.values()}
+        jobs = list(jobs.values()) + [[(x.concept_prompt, x.seed) for x in p] for p in pairs.values()]
+        channels, height, width = latent_geometry(self.patcher, settings.width, settings.height)
+        negative, cache, runs = self.encode(""), {}, 0
+        for items in jobs:
+            for start in range(0, len(items), settings.prompts_per_batch):
+                chunk = items[start:start + settings.prompts_per_batch]
+                positive = batch_conditioning([cache.setdefault(t, self.encode(t)) for t, _ in chunk])
+                latent = torch.zeros(len(chunk), channels, height, width)
+                noise = torch.cat([comfy.sample.prepare_noise(latent[:1], s) for _, s in chunk])
+                comfy.sample.sample(self.patcher, noise, settings.steps, settings.cfg, settings.sampler_name,
+                                    settings.scheduler, positive, negative, latent,
+                                    last_step=settings.recorded_steps, disable_pbar=True, seed=chunk[0][1])
+                runs += 1
+        return runs
+
+
+def small_subject() -> Subject:
+    if TOYWORLD_WEIGHTS.exists():
+        from toyworld import forgetting
+        from toyworld.loader import load_toyworld
+
+        world = load_toyworld(TOYWORLD_WEIGHTS)
+        return Subject("ToyWorld", world.patcher, world.encode, lambda c, n: forgetting.concept_pairs(c, n),
+                       forgetting.RECORDING)
+    clip = tiny.tiny_clip()
+    return Subject("tiny SD1.5 layout", tiny.tiny_sd15_patcher(), tiny.clip_encoder(clip), objects_pairs,
+                   fia.SamplingSettings(steps=50, recorded_steps=10, width=64, height=64, prompts_per_batch=8))
+
+
+def objects_pairs(concept: str, count: int) -> list[fia.PromptPair]:
+    return fia.build_prompt_pairs(concept, fia.PRESETS["objects"], count, 1244)
+
+
+def sd15_subject(size: int) -> Subject:
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    cfg = comfy.supported_models.SD15(dict(tiny.SD15_FULL_UNET))
+    cfg.set_inference_dtype(torch.float32, None)
+    model = cfg.get_model({}, device=torch.device("cpu"))
+    tiny.fill_seeded(model.diffusion_model, 0, scale=0.02)
+    patcher = comfy.model_patcher.ModelPatcher(model, torch.device("cpu"), torch.device("cpu"))
+    return Subject(f"SD1.5 UNet, full width, {size}x{size}", patcher, tiny.hashed_encoder(768), objects_pairs,
+                   fia.SamplingSettings(steps=50, recorded_steps=4, width=size, height=size, prompts_per_batch=4))
+
+
+def count_unet_calls(subject: Subject, run) -> int:
+    calls = []
+
+    def counter(executor, *args, **kwargs):
+        calls.append(1)
+        return executor(*args, **kwargs)
+
+    original = subject.patcher
+    subject.patcher = original.clone()
+    subject.patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "bench_count", counter)
+    try:
+        run()
+    finally:
+        subject.patcher = original
+    return len(calls)
+
+
+def overhead(subject: Subject, pairs: int, repeats: int) -> dict:
+    concepts = ["golf ball"] if subject.name != "ToyWorld" else ["red"]
+    subject.saliency(concepts, pairs)  # warm-up: first load of the model
+    record = subject.saliency(concepts, pairs)
+    saliency_s = common.median_seconds(lambda: subject.saliency(concepts, pairs), repeats)
+    plain_s = common.median_seconds(lambda: subject.plain_sampling(concepts, pairs), repeats)
+    plain_calls = count_unet_calls(subject, lambda: subject.plain_sampling(concepts, pairs))
+    batches = 2 * -(-pairs // subject.settings.prompts_per_batch)
+    return {
+        "model": subject.name, "prompt_pairs": pairs, "settings": vars(subject.settings),
+        "saliency_seconds": saliency_s, "plain_sampling_seconds": plain_s,
+        "saliency_overhead_ratio": saliency_s / plain_s,
+        "unet_calls": record.unet_calls, "plain_unet_calls": plain_calls,
+        "unet_calls_expected": batches * subject.settings.recorded_steps,
+        "unet_calls_per_concept": record.unet_calls // 2,
+        "full_schedule_unet_calls": batches * subject.settings.steps,
+        "saliency_state_bytes_per_concept": record.state_bytes_per_concept(),
+    }
+
+
+def shared_base(subject: Subject, pairs: int, repeats: int) -> dict:
+    concepts = ["red", "circle", "striped", "blue", "square"] if subject.name == "ToyWorld" else [
+        "golf ball", "parachute", "church", "chainsaw", "gas pump"]
+    one = common.median_seconds(lambda: subject.saliency(concepts[:1], pairs), repeats)
+    five = common.median_seconds(lambda: subject.saliency(concepts, pairs), repeats)
+    return {"one_concept_seconds": one, "five_concepts_seconds": five, "shared_base_speedup": five / (5 * one),
+            "note": "ToyWorld's colour, shape and background concepts have one base set per kind (3 sets)"
+            if subject.name == "ToyWorld" else "all five concepts share one base set"}
+
+
+def batch_scaling(subject: Subject, pairs: int, repeats: int) -> dict:
+    concepts = ["red"] if subject.name == "ToyWorld" else ["golf ball"]
+    return {str(b): common.median_seconds(lambda b=b: subject.saliency(concepts, pairs, prompts_per_batch=b), repeats)
+            for b in (1, 4, 8)}
+
+
+def masked_sampling(subject: Subject, mask: fia.UnlearningMask, repeats: int) -> dict:
+    settings = subject.settings
+    channels, height, width = latent_geometry(subject.patcher, settings.width, settings.height)
+    positive, negative = subject.encode("a photo of a cat"), subject.encode("")
+    latent = torch.zeros(2, channels, height, width)
+    noise = comfy.sample.prepare_noise(latent, 3)
+
+    def sampler(patcher):
+        return lambda: comfy.sample.sample(patcher, noise, 10, 7.5, "euler", "normal", positive, negative, latent,
+                                           disable_pbar=True)
+
+    patched = fia.apply_mask(subject.patcher, mask)
+    wrapped = fia.apply_mask(subject.patcher, mask, mode="wrapper")
+    for patcher in (subject.patcher, patched, wrapped):
+        sampler(patcher)()  # warm-up (loads and patches once)
+    times = {name: [] for name in ("plain", "patch", "wrapper")}
+    for _ in range(repeats):  # interleaved, so drift hits all three alike
+        for name, patcher in (("plain", subject.patcher), ("patch", patched), ("wrapper", wrapped)):
+            start = time.perf_counter()
+            sampler(patcher)()
+            times[name].append(time.perf_counter() - start)
+    median = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    return {"sampling_seconds": median, "masked_sampling_ratio": median["patch"] / median["plain"],
+            "wrapper_sampling_ratio": median["wrapper"] / median["plain"]}
+
+
+def synthetic_record(layers: list[fia.FFLayer], concepts: int, steps: int, seed: int = 0) -> SaliencyRecord:
+    """Statistics with SD1.5's shapes: every concept raises a few percent of the columns."""
+    gen = torch.Generator().manual_seed(seed)
+    abs_weights, base, concept_moments = {}, {}, {f"c{i}": {} for i in range(concepts)}
+    for layer in layers:
+        columns = layer.in_features
+        abs_weights[layer.key] = torch.randn(layer.shape, generator=gen).abs_() * 0.02
+        base_mean = 0.5 + torch.rand(steps, columns, generator=gen)
+        base_std = 0.02 + 0.03 * torch.rand(steps, columns, generator=gen)
+        base[layer.key] = Moments(base_mean, base_std, 30)
+        for name in concept_moments:
+            bump = (torch.rand(columns, generator=gen) < 0.05) * torch.rand(columns, generator=gen) * 0.3
+            noise = 0.02 * torch.randn(steps, columns, generator=gen)
+            concept_moments[name][layer.key] = Moments(base_mean + bump + noise, None, 30)
+    names = list(concept_moments)
+    return SaliencyRecord("SD1.x", layers, "reference", "objects", names, concept_moments, {"b": base},
+                          {n: "b" for n in names}, abs_weights, {}, {"sampling": {"recorded_steps": steps}}, "synthetic")
+
+
+def rss_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(field)
+
+
+def select_fuse_child(out_json: str, mask_path: str) -> None:
+    """Runs in a fresh process so its peak RSS belongs to selection and fusion alone."""
+    import comfy.supported_models
+
+    model = comfy.supported_models.SD15(dict(tiny.SD15_FULL_UNET)).get_model({}, device=torch.device("meta"))
+    layers = fia.discover_ff_layers(model.diffusion_model, fia.architecture_of(model.model_config))
+    record = synthetic_record(layers, concepts=10, steps=10)
+    gc.collect()
+    resident = rss_bytes("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak, to the current RSS
+    start = time.perf_counter()
+    masks = fia.select_sensitive_neurons(record, r1=0.05, r2=0.007)
+    mask = fia.fuse_masks([masks], alpha=0.6)
+    seconds = time.perf_counter() - start
+    peak = rss_bytes("VmHWM")
+    fia.save_mask(mask, mask_path)
+    largest = max(layer.out_features * layer.in_features for layer in layers) * 4
+    Path(out_json).write_text(json.dumps({
+        "concepts": 10, "recorded_steps": 10, "r1": 0.05, "r2": 0.007, "alpha": 0.6,
+        "select_fuse_seconds": seconds, "peak_rss_above_resident_bytes": peak - resident,
+        "largest_layer_fp32_bytes": largest, "peak_over_largest_layer": (peak - resident) / largest,
+        "pruned_weights": mask.pruned_count, "kept_agnostic_weights": sum(int(k.numel()) for k in mask.kept_agnostic.values()),
+        "sparsity": mask.sparsity, "mask_file_bytes": Path(mask_path).stat().st_size,
+        "per_concept_selected": {c: masks.count(c) for c in masks.concepts},
+    }))
+
+
+def select_fuse(tmp: Path) -> tuple[dict, Path]:
+    out_json, mask_path = tmp / "select_fuse.json", tmp / "mask10.safetensors"
+    subprocess.run([sys.executable, __file__, "--select-fuse-child", str(out_json), str(mask_path)], check=True)
+    return json.loads(out_json.read_text()), mask_path
+
+
+def mask_load_apply(subject: Subject, mask_path: Path, repeats: int) -> dict:
+    def load_apply():
+        fia.apply_mask(subject.patcher, fia.load_mask(mask_path))
+
+    return {"load_plus_apply_seconds": common.median_seconds(load_apply, repeats)}
+
+
+def table(result: dict) -> list[tuple[str, str, str]]:
+    small, big = result["overhead_small"], result["overhead_sd15"]
+    sf, ms = result["select_fuse_sd15"], result["masked_sampling_sd15"]
+    rows = [
+        (f"saliency_overhead_ratio, {small['model']}", f"{small['saliency_overhead_ratio']:.3f}", "<= 1.10"),
+        (f"saliency_overhead_ratio, {big['model']}", f"{big['saliency_overhead_ratio']:.3f}", "<= 1.10"),
+        ("unet_calls_per_concept (SD1.5: 4 pairs, T=4, 4 per batch, cond+uncond batched)",
+         f"{big['unet_calls_per_concept']} (full schedule: {big['full_schedule_unet_calls'] // 2})",
+         "prompts/batch x T"),
+        ("shared_base_speedup (5 concepts / 5 x 1 concept)", f"{result['shared_base']['shared_base_speedup']:.3f}", "<= 0.65"),
+        ("saliency_state_bytes per concept, SD1.5 reference form", f"{big['saliency_state_bytes_per_concept']:,}", "<= 1 MB"),
+        ("select_fuse_seconds, 10 concepts, SD1.5 shapes", f"{sf['select_fuse_seconds']:.1f}", ""),
+        ("peak RSS of select+fuse above resident / largest layer (fp32)", f"{sf['peak_over_largest_layer']:.2f}", "<= 2"),
+        ("masked_sampling_ratio (patch mode), SD1.5", f"{ms['masked_sampling_ratio']:.3f}", "<= 1.02"),
+        ("wrapper mode sampling ratio, SD1.5", f"{ms['wrapper_sampling_ratio']:.3f}", ""),
+        ("mask_file_bytes, 10-concept SD1.5 mask", f"{sf['mask_file_bytes']:,} ({sf['pruned_weights']:,} pruned)", "<= 2 MB"),
+        ("mask load + apply seconds, SD1.5", f"{result['mask_load_apply_sd15']['load_plus_apply_seconds']:.2f}", ""),
+    ]
+    rows += [(f"saliency seconds, {small['model']}, {b} prompts per batch", f"{s:.2f}", "")
+             for b, s in result["batch_scaling_small"].items()]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--size", type=int, default=64, help="image size for the full-width SD1.5 UNet")
+    parser.add_argument("--select-fuse-child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.select_fuse_child:
+        select_fuse_child(*args.select_fuse_child)
+        return
+    result = {"machine": common.machine(), "repeats": args.repeats}
+    with tempfile.TemporaryDirectory() as tmp:
+        result["select_fuse_sd15"], mask_path = select_fuse(Path(tmp))
+        small = small_subject()
+        result["overhead_small"] = overhead(small, 16, args.repeats)
+        result["shared_base"] = shared_base(small, 8, args.repeats)
+        result["batch_scaling_small"] = batch_scaling(small, 8, args.repeats)
+        del small
+        sd15 = sd15_subject(args.size)
+        result["overhead_sd15"] = overhead(sd15, 4, args.repeats)
+        result["mask_load_apply_sd15"] = mask_load_apply(sd15, mask_path, args.repeats)
+        result["masked_sampling_sd15"] = masked_sampling(sd15, fia.load_mask(mask_path), args.repeats)
+    path = common.write("perf", result, table(result), "FIA performance")
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main()
