@@ -1,15 +1,18 @@
 # The README's two commands: `make demo` (main job) and `make test` (tests).
 PY := .venv/bin/python
 
-.PHONY: env test lint demo bench-perf bench-efficacy clean
+.PHONY: env browser-env test lint demo bench-perf bench-efficacy clean
 
 env:
 	./scripts/provision.sh
 
+browser-env:
+	./scripts/provision-browser.sh
+
 lint: env
 	$(PY) -m ruff check .
 
-test: env lint
+test: env browser-env lint
 	$(PY) -m pytest -q
 
 demo: env

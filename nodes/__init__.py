@@ -2,9 +2,11 @@
 
 from .apply import FIAApplyUnlearningMask
 from .fusion import FIAFuseMasks
+from .inspector import FIAMaskInspector
 from .mask_files import FIALoadMask, FIASaveMask
 from .saliency import FIAComputeConceptSaliency
 from .selection import FIASelectSensitiveNeurons
+from .unlearn import FIAUnlearn
 
 NODES = [
     FIAComputeConceptSaliency,
@@ -13,4 +15,6 @@ NODES = [
     FIAApplyUnlearningMask,
     FIASaveMask,
     FIALoadMask,
+    FIAUnlearn,
+    FIAMaskInspector,
 ]

@@ -19,6 +19,18 @@ def clip_encoder(clip):
     return encode
 
 
+def comfy_progress():
+    """A `progress(done, total)` callback that drives ComfyUI's progress bar (websocket events in the server)."""
+    bar: comfy.utils.ProgressBar | None = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        bar = bar or comfy.utils.ProgressBar(total)
+        bar.update_absolute(done, total)
+
+    return progress
+
+
 class FIAComputeConceptSaliency(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -51,7 +63,7 @@ class FIAComputeConceptSaliency(io.ComfyNode):
                 io.Int.Input("prompt_pairs", default=0, min=0, max=1000,
                              tooltip="Concept/base prompt pairs per concept. 0 = one per placeholder (the "
                                      "reference code's choice: 30 for objects and art, 18 for explicit)."),
-                io.Int.Input("seed", default=1244, min=0, max=0xFFFFFFFF,
+                io.Int.Input("seed", default=1244, min=0, max=0xFFFFFFFF, control_after_generate=False,
                              tooltip="Seed of the placeholder shuffle and of each pair's shared noise "
                                      "(pair k uses seed + k). The paper uses 1244."),
                 io.Int.Input("steps", default=50, min=1, max=1000,
@@ -93,13 +105,6 @@ class FIAComputeConceptSaliency(io.ComfyNode):
         concept_list = parse_concepts(concepts)
         chosen = resolve_preset(preset, concept_template, base_template, placeholders)
         settings = SamplingSettings(steps, recorded_steps, cfg, sampler_name, scheduler, width, height, prompts_per_batch)
-        bar = None
-
-        def progress(done: int, total: int) -> None:
-            nonlocal bar
-            bar = bar or comfy.utils.ProgressBar(total)
-            bar.update_absolute(done, total)
-
         record = compute_saliency(model, clip_encoder(clip), concept_list, chosen, prompt_pairs, seed, settings,
-                                  saliency_form, progress, streams=(streams,))
+                                  saliency_form, comfy_progress(), streams=(streams,))
         return io.NodeOutput(record)

@@ -12,7 +12,7 @@ from chain import apply_node, fuse_node, loaded_state, saliency_node, select_nod
 
 NODE_IDS = {
     "FIAComputeConceptSaliency", "FIASelectSensitiveNeurons", "FIAFuseMasks", "FIAApplyUnlearningMask",
-    "FIASaveMask", "FIALoadMask",
+    "FIASaveMask", "FIALoadMask", "FIAUnlearn", "FIAMaskInspector",
 }
 
 
@@ -34,7 +34,7 @@ def sample(patcher, encode, seed=5):
                                latent, disable_pbar=True)
 
 
-def test_pack_registers_six_v3_nodes_with_tooltips(pack):
+def test_pack_registers_its_v3_nodes_with_tooltips(pack):
     extension = asyncio.run(pack.comfy_entrypoint())
     nodes = asyncio.run(extension.get_node_list())
     schemas = [node.define_schema() for node in nodes]

@@ -1,0 +1,93 @@
+"""FIA Unlearn: the whole method in one node, at the paper's settings, for users who want no five-node graph."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from comfy_api.latest import io
+
+from ..fia_engine import (
+    PRESETS,
+    SamplingSettings,
+    apply_mask,
+    compute_saliency,
+    fuse_masks,
+    parse_concepts,
+    resolve_preset,
+    select_sensitive_neurons,
+)
+from .saliency import clip_encoder, comfy_progress
+from .types import CATEGORY, Mask
+
+# What this node does not expose, at the paper's values: 50-step euler/normal schedule, the model's
+# native size, 4 prompts per batch, and cfg 0 = the family's recording cfg (7.5 for SD1.x, the paper's).
+# One constant, so tests can shrink the geometry.
+PAPER_SAMPLING = SamplingSettings(cfg=0.0)
+PAPER_R1 = 0.05
+# "custom" needs templates and placeholders: that path is the five-node graph.
+ONE_NODE_PRESETS = [name for name in PRESETS if name != "custom"]
+
+
+class FIAUnlearn(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FIAUnlearn",
+            display_name="FIA Unlearn",
+            category=CATEGORY,
+            description=(
+                "Forgets the listed concepts in one step: measures which feed-forward weights respond to them, "
+                "selects, fuses and prunes them, at the paper's settings. Use the separate FIA nodes for "
+                "custom prompt templates or to tune every step."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="The model to unlearn from. It is not modified; a pruned copy "
+                                                "is returned. Put this node after your LoRA loaders."),
+                io.Clip.Input("clip", tooltip="The text encoder that belongs to the model."),
+                io.String.Input("concepts", multiline=True, default="", placeholder="Van Gogh\nClaude Monet",
+                                tooltip="The concepts to forget, one per line. Lines starting with # are ignored."),
+                io.Combo.Input("preset", options=ONE_NODE_PRESETS, default="objects",
+                               tooltip="What kind of concepts they are, with the paper's prompt templates: "
+                                       "objects 'a {concept} in a {place}'; explicit 'a photo of a {concept} "
+                                       "{person}'; art 'a {object} in the style of {concept}'."),
+                io.Int.Input("prompt_pairs", default=0, min=0, max=1000,
+                             tooltip="Concept/base prompt pairs per concept. 0 = one per placeholder (30 for "
+                                     "objects and art, 18 for explicit). Fewer is faster and rougher; the paper "
+                                     "says 5 well-chosen ones suffice."),
+                io.Int.Input("seed", default=1244, min=0, max=0xFFFFFFFF, control_after_generate=False,
+                             tooltip="Seed of the prompt shuffle and of each pair's shared noise (paper: 1244). "
+                                     "It stays fixed between runs, so a rerun reuses the mask instead of "
+                                     "recomputing it."),
+                io.Int.Input("recorded_steps", default=PAPER_SAMPLING.recorded_steps, min=1,
+                             max=PAPER_SAMPLING.steps,
+                             tooltip="T: how many early denoising steps of a 50-step schedule are measured "
+                                     "(paper: 10). Cost is prompt pairs x (concepts + 1) x T UNet calls."),
+                io.Float.Input("r2", default=0.0, min=0.0, max=1.0, step=0.001, round=0.0001,
+                               tooltip="Fraction of each layer selected per concept. 0 = the paper's value for "
+                                       "the preset: objects 0.007, explicit 0.01, art 0.02 (0.03 for Van Gogh)."),
+                io.Float.Input("alpha", default=0.0, min=0.0, max=1.0, step=0.05, round=0.01,
+                               tooltip="Weights selected for at least ceil(alpha x concepts) concepts (and at "
+                                       "least 2) are shared by everything and kept. 0 = the paper's value: "
+                                       "0.6 objects and explicit, 0.8 art."),
+                io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.05, round=0.01,
+                               tooltip="1 = selected weights set to zero (the paper), 0 = untouched."),
+            ],
+            outputs=[
+                io.Model.Output(display_name="model", tooltip="The model with the concepts' weights pruned."),
+                Mask.Output(display_name="mask", tooltip="The pruning mask: save it with FIA Save Mask to reuse "
+                                                         "it without recomputing, or look at it with FIA Mask "
+                                                         "Inspector."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, clip, concepts, preset, prompt_pairs, seed, recorded_steps, r2, alpha,
+                strength) -> io.NodeOutput:
+        concept_list = parse_concepts(concepts)
+        chosen = resolve_preset(preset)
+        settings = dataclasses.replace(PAPER_SAMPLING, recorded_steps=recorded_steps)
+        record = compute_saliency(model, clip_encoder(clip), concept_list, chosen, prompt_pairs, seed, settings,
+                                  "reference", comfy_progress())
+        masks = select_sensitive_neurons(record, PAPER_R1, r2)
+        mask = fuse_masks([masks], alpha or chosen.alpha)
+        return io.NodeOutput(apply_mask(model, mask, strength), mask)

@@ -1,0 +1,137 @@
+"""Progress and cancel as ComfyUI sees them, and the one-node path (FIA Unlearn) on the same engine.
+
+The server turns `comfy.utils.ProgressBar` updates into websocket events through the global progress
+hook, and cancels by setting the interrupt flag: both are exercised here in-process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import comfy.model_management
+import comfy.utils
+import pytest
+import tiny
+import torch
+from chain import apply_node, fuse_node, loaded_state, saliency_node, select_node
+
+SMALL = dict(concepts="cat\ndog", prompt_pairs=2, prompts_per_batch=2, recorded_steps=2, steps=10, width=32,
+             height=32)
+# 1 shared base batch + 2 concept batches, 2 recorded steps each, cond and uncond in one call on CPU
+SMALL_CALLS = 6
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny.tiny_sd15_patcher(seed=3)
+
+
+@contextlib.contextmanager
+def progress_hook(on_update=None):
+    """Captures (value, total) as the server's hook would receive them; restores the previous hook and flag."""
+    seen: list[tuple[int, int]] = []
+
+    def hook(value, total, preview, node_id=None):
+        seen.append((value, total))
+        if on_update is not None:
+            on_update(value, total)
+
+    previous = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(hook)
+    try:
+        yield seen
+    finally:
+        comfy.utils.set_progress_bar_global_hook(previous)
+        comfy.model_management.interrupt_current_processing(False)
+
+
+def ff_modules(engine, patcher) -> list[torch.nn.Module]:
+    _, layers = engine.layers_of_patcher(patcher)
+    return list(engine.layers.modules_by_path(patcher.model.diffusion_model, layers).values())
+
+
+def test_saliency_reports_every_unet_call_to_the_progress_bar(pack, model, tiny_clip):
+    with progress_hook() as seen:
+        record = saliency_node(pack, model, tiny_clip, **SMALL)
+    assert record.unet_calls == SMALL_CALLS
+    assert seen == [(value, SMALL_CALLS) for value in range(1, SMALL_CALLS + 1)]
+
+
+def interrupt_between_calls(value, total):
+    """What the Cancel button does: the flag is set, the next model call stops."""
+    if value == 3:
+        comfy.model_management.interrupt_current_processing()
+
+
+def interrupt_in_the_servers_hook(value, total):
+    """The server's own hook raises when the flag is set, from inside the progress update."""
+    if value == 3:
+        comfy.model_management.interrupt_current_processing()
+        comfy.model_management.throw_exception_if_processing_interrupted()
+
+
+@pytest.mark.parametrize("when", ["between calls", "in the server's hook", "inside a UNet call"])
+def test_interrupt_stops_promptly_and_leaves_the_model_as_it_was(pack, engine, model, tiny_clip, when):
+    before_state = loaded_state(model)
+    before_patches = {k: list(v) for k, v in model.patches.items()}
+    before_options = repr(model.model_options)
+    modules = ff_modules(engine, model)
+    middle = model.model.diffusion_model.middle_block[0]  # a ResBlock: called as a module
+    calls = {"middle": 0}
+
+    def interrupt_mid_call(module, args):  # ComfyUI ops check the flag at every layer
+        calls["middle"] += 1
+        if calls["middle"] == 4:
+            comfy.model_management.interrupt_current_processing()
+
+    on_update = {"between calls": interrupt_between_calls, "in the server's hook": interrupt_in_the_servers_hook}
+    handle = middle.register_forward_pre_hook(interrupt_mid_call) if when == "inside a UNet call" else None
+    try:
+        with progress_hook(on_update.get(when)) as seen, pytest.raises(
+            comfy.model_management.InterruptProcessingException
+        ):
+            saliency_node(pack, model, tiny_clip, **SMALL)
+    finally:
+        if handle is not None:
+            handle.remove()
+    assert [value for value, _ in seen] == [1, 2, 3]  # nothing ran after the interrupt
+    assert all(not m._forward_pre_hooks and not m._forward_hooks for m in modules)
+    assert not comfy.model_management.processing_interrupted()
+    assert model.patches == before_patches and repr(model.model_options) == before_options
+    after_state = loaded_state(model)
+    assert after_state.keys() == before_state.keys()
+    assert all(torch.equal(after_state[k], v) for k, v in before_state.items())
+    with progress_hook() as seen:  # and the next run works from the start
+        assert saliency_node(pack, model, tiny_clip, **SMALL).unet_calls == SMALL_CALLS
+    assert seen[-1] == (SMALL_CALLS, SMALL_CALLS)
+
+
+def test_unlearn_node_is_the_five_node_chain_at_paper_settings(pack, engine, model, tiny_clip, monkeypatch):
+    from fia_pack.nodes import unlearn
+
+    paper = engine.SamplingSettings(steps=50, recorded_steps=10, cfg=0.0, sampler_name="euler", scheduler="normal",
+                                    width=0, height=0, prompts_per_batch=4)  # cfg 0 = the family's: 7.5 on SD1.x
+    assert paper == unlearn.PAPER_SAMPLING
+    assert unlearn.PAPER_R1 == 0.05 and "custom" not in unlearn.ONE_NODE_PRESETS
+    small = dataclasses.replace(unlearn.PAPER_SAMPLING, steps=SMALL["steps"], width=32, height=32,
+                                prompts_per_batch=2)
+    monkeypatch.setattr(unlearn, "PAPER_SAMPLING", small)  # the paper's geometry costs minutes on CPU
+    knobs = dict(concepts="cat\ndog\nbird", preset="art", prompt_pairs=2, seed=7, recorded_steps=2, r2=0.0)
+    with progress_hook() as seen:
+        unlearned, mask = pack.nodes.FIAUnlearn.execute(model=model, clip=tiny_clip, alpha=0.0, strength=1.0,
+                                                        **knobs).args
+    # 1 base batch + 3 concept batches, 2 recorded steps each
+    assert seen == [(value, 8) for value in range(1, 9)]
+
+    saliency = saliency_node(pack, model, tiny_clip, concepts=knobs["concepts"], preset="art",
+                             prompt_pairs=2, seed=7, steps=SMALL["steps"], recorded_steps=2, width=32, height=32,
+                             prompts_per_batch=2)
+    expected = fuse_node(pack, select_node(pack, saliency, r1=0.05, r2=0.0), alpha=0.8)  # art: paper alpha 0.8
+    assert mask.concepts == expected.concepts and mask.hyperparameters == expected.hyperparameters
+    assert mask.hyperparameters["per_concept"]["dog"]["r2"] == 0.02  # r2 0 = the art preset's paper value
+    assert all(torch.equal(mask.pruned[k], expected.pruned[k]) for k in expected.pruned)
+    assert mask.pruned_count > 0
+    assert all(torch.equal(a, b) for a, b in zip(loaded_state(unlearned).values(),
+                                                   loaded_state(apply_node(pack, model, expected)).values()))
+    assert not model.patches  # the input model is untouched
