@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import folder_paths
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..fia_engine import FIAInputError, load_mask, save_mask
 from .types import CATEGORY, Mask
@@ -14,11 +14,10 @@ MASK_FOLDER = "fia_masks"
 
 
 def register_mask_folder() -> None:
-    """Makes models/fia_masks (and extra_model_paths entries named fia_masks) known to ComfyUI."""
-    if MASK_FOLDER not in folder_paths.folder_names_and_paths:
-        folder_paths.folder_names_and_paths[MASK_FOLDER] = (
-            [os.path.join(folder_paths.models_dir, MASK_FOLDER)], {".safetensors"}
-        )
+    """Makes models/fia_masks known to ComfyUI, beside any `fia_masks:` entry of the user's
+    extra_model_paths.yaml (registered before custom nodes load, with no extension filter)."""
+    folder_paths.add_model_folder_path(MASK_FOLDER, os.path.join(folder_paths.models_dir, MASK_FOLDER))
+    folder_paths.folder_names_and_paths[MASK_FOLDER][1].add(".safetensors")
 
 
 register_mask_folder()
@@ -47,7 +46,9 @@ class FIASaveMask(io.ComfyNode):
         root = folder_paths.get_folder_paths(MASK_FOLDER)[0]
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, root)
         path = save_mask(mask, os.path.join(folder, f"{name}_{counter:05}_.safetensors"))
-        return io.NodeOutput(str(path))
+        shown = os.path.relpath(path, root)
+        return io.NodeOutput(str(path), ui=ui.PreviewText(f"saved {shown}: {mask.pruned_count} weights, "
+                                                          f"{', '.join(mask.concepts)}"))
 
 
 class FIALoadMask(io.ComfyNode):

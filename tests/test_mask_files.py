@@ -23,8 +23,18 @@ def mask_folder(tmp_path, monkeypatch):
     return tmp_path
 
 
+def test_mask_folder_keeps_a_users_extra_path_and_filters_safetensors(pack, monkeypatch, tmp_path):
+    extra = str(tmp_path / "mine")
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "fia_masks", ([extra], set()))  # as extra_model_paths does
+    pack.nodes.mask_files.register_mask_folder()
+    paths, extensions = folder_paths.folder_names_and_paths["fia_masks"]
+    assert paths[0] == extra and paths[1].endswith("fia_masks") and extensions == {".safetensors"}
+
+
 def test_save_then_load_gives_identical_mask(pack, mask, mask_folder):
-    path = pack.nodes.FIASaveMask.execute(mask=mask, filename_prefix="runs/objects")[0]
+    saved = pack.nodes.FIASaveMask.execute(mask=mask, filename_prefix="runs/objects")
+    path = saved[0]
+    assert "runs/objects_00001_.safetensors" in saved.ui.as_dict()["text"][0]
     assert path.startswith(str(mask_folder)) and path.endswith(".safetensors")
     name = next(n for n in folder_paths.get_filename_list("fia_masks"))
     loaded = pack.nodes.FIALoadMask.execute(mask_name=name)[0]

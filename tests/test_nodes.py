@@ -1,6 +1,7 @@
 """The nodes chained through `execute` on a tiny SD1.5-layout model, with real patching and sampling."""
 
 import asyncio
+import concurrent.futures
 
 import comfy.model_management
 import comfy.sample
@@ -34,9 +35,15 @@ def sample(patcher, encode, seed=5):
                                latent, disable_pbar=True)
 
 
+def run_coroutine(coroutine):
+    """asyncio.run in a worker thread: the thread running the tests may already own an event loop."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def test_pack_registers_its_v3_nodes_with_tooltips(pack):
-    extension = asyncio.run(pack.comfy_entrypoint())
-    nodes = asyncio.run(extension.get_node_list())
+    extension = run_coroutine(pack.comfy_entrypoint())
+    nodes = run_coroutine(extension.get_node_list())
     schemas = [node.define_schema() for node in nodes]
     assert {s.node_id for s in schemas} == NODE_IDS
     for schema in schemas:
