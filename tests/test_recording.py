@@ -154,3 +154,14 @@ def test_full_size_sd15_has_the_papers_16_layers(engine):
     blocks = [layer.module_path.split(".transformer_blocks")[0] for layer in layers]
     assert blocks == [f"input_blocks.{i}.1" for i in (1, 2, 4, 5, 7, 8)] + ["middle_block.1"] + [
         f"output_blocks.{i}.1" for i in range(3, 12)]
+
+
+def test_shared_base_results_equal_per_concept_results(engine, tiny_model, encode):
+    together = saliency(engine, tiny_model, encode, concepts=("cat", "dog"), pairs=2, prompts_per_batch=2)
+    for concept in ("cat", "dog"):
+        alone = saliency(engine, tiny_model, encode, concepts=(concept,), pairs=2, prompts_per_batch=2)
+        base_id = alone.concept_base[concept]
+        assert together.concept_base[concept] == base_id
+        for key, moments in alone.concept_moments[concept].items():
+            assert torch.equal(moments.mean, together.concept_moments[concept][key].mean)
+            assert torch.equal(alone.base_moments[base_id][key].std, together.base_moments[base_id][key].std)
