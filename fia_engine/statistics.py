@@ -91,7 +91,7 @@ class MomentAccumulator:
             self.sum_sq[step] += values.square().sum(dim=0)
         self.counts[step] += values.shape[0]
 
-    def finalize(self) -> Moments:
+    def finalize(self, mean_dtype: torch.dtype = torch.float32) -> Moments:
         count = self.counts[0]
         if count == 0 or any(c != count for c in self.counts):
             raise RuntimeError(f"incomplete recording: prompts per step {self.counts}")
@@ -99,4 +99,4 @@ class MomentAccumulator:
         std = None
         if self.sum_sq is not None:
             std = (self.sum_sq / count - mean.square()).clamp_min(0.0).sqrt().float().cpu()
-        return Moments(mean.float().cpu(), std, count)
+        return Moments(mean.to(mean_dtype).cpu(), std, count)

@@ -122,10 +122,12 @@ def test_batched_recording_equals_unbatched(engine, arch):
     family, patcher = arch
     one = recorded(engine, patcher, family, 1, pool_uncond=False)
     many = recorded(engine, patcher, family, 3, pool_uncond=False)
-    for key, moments in one.concept_moments["cat"].items():
-        assert torch.allclose(moments.mean, many.concept_moments["cat"][key].mean, rtol=1e-4, atol=1e-5), key
+    for key, moments in one.concept_moments["cat"].items():  # fp16 storage: one rounding step apart at most
+        assert torch.allclose(moments.mean.float(), many.concept_moments["cat"][key].mean.float(),
+                              rtol=1e-3, atol=1e-5), key
     for base_id, per_layer in one.base_moments.items():
         for key, moments in per_layer.items():
+            assert torch.allclose(moments.mean, many.base_moments[base_id][key].mean, rtol=1e-4, atol=1e-5), key
             assert torch.allclose(moments.std, many.base_moments[base_id][key].std, rtol=1e-3, atol=1e-5), key
 
 

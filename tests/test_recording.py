@@ -111,7 +111,9 @@ def test_batched_equals_unbatched(engine, tiny_model, encode):
     many = saliency(engine, tiny_model, encode, concepts=("cat", "dog"), pairs=3, prompts_per_batch=3)
     for concept in ("cat", "dog"):
         for key, moments in one.concept_moments[concept].items():
-            assert torch.allclose(moments.mean, many.concept_moments[concept][key].mean, rtol=1e-4, atol=1e-5)
+            # concept means are stored in fp16: equal up to one fp16 rounding step
+            assert torch.allclose(moments.mean.float(), many.concept_moments[concept][key].mean.float(),
+                                  rtol=1e-3, atol=1e-5)
     for base_id, per_layer in one.base_moments.items():
         for key, moments in per_layer.items():
             assert torch.allclose(moments.std, many.base_moments[base_id][key].std, rtol=1e-3, atol=1e-5)
