@@ -30,7 +30,7 @@ def test_render_is_deterministic_and_seed_dependent() -> None:
     assert a.shape == (32, 32, 3) and a.dtype == torch.float32
     assert torch.equal(a, b)
     assert not torch.equal(a, world.render(lab, 8))
-    assert 0.0 <= float(a.min()) and float(a.max()) <= 1.0
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
     ia, pa, la = world.batch(3, 16)
     ib, pb, lb = world.batch(3, 16)
     assert torch.equal(ia, ib) and pa == pb and la == lb
@@ -177,6 +177,6 @@ def test_loader_samples_with_comfy_sample(toy) -> None:
                               disable_pbar=True)
     images = toy.decode(out)
     assert images.shape == (2, 32, 32, 3)
-    assert torch.isfinite(images).all() and 0.0 <= float(images.min()) and float(images.max()) <= 1.0
+    assert torch.isfinite(images).all() and float(images.min()) >= 0.0 and float(images.max()) <= 1.0
     again = toy.generate(["a blue ring"], [3], steps=3, cfg=7.5, sampler="ddim")
     assert torch.allclose(again, toy.generate(["a blue ring"], [3], steps=3, cfg=7.5, sampler="ddim"))

@@ -21,9 +21,8 @@ def setup_comfy(path: str | os.PathLike[str] | None = None, pytorch_attention: b
     root = Path(path or os.environ.get("COMFYUI_PATH") or DEFAULT_COMFYUI)
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
-    from comfy.cli_args import args
-
     import torch
+    from comfy.cli_args import args
 
     if not torch.cuda.is_available():
         args.cpu = True

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from fia_engine import (
+    ConceptMasks,
     PromptPair,
     PromptPreset,
     SamplingSettings,
@@ -22,6 +23,7 @@ from fia_engine import (
     select_sensitive_neurons,
 )
 from fia_engine.masks import UnlearningMask
+from fia_engine.saliency import SaliencyRecord
 
 from .evaluator import classify
 from .loader import ToyWorld
@@ -85,17 +87,26 @@ class ForgetSettings:
     fusion: str = "concept-agnostic"
 
 
-def forget(world: ToyWorld, concepts: list[str], settings: ForgetSettings | None = None,
-           recording: SamplingSettings = RECORDING, progress=None) -> UnlearningMask:
-    """Saliency -> selection -> fusion for ToyWorld concepts of any kinds, in one saliency run."""
-    settings = settings or ForgetSettings()
+def saliency(world: ToyWorld, concepts: list[str], settings: ForgetSettings,
+             recording: SamplingSettings = RECORDING, progress=None) -> SaliencyRecord:
+    """One saliency run for ToyWorld concepts of any kinds (one base set per kind)."""
     pairs = {c: concept_pairs(c, settings.num_pairs, settings.seed) for c in concepts}
-    record = compute_saliency(
+    return compute_saliency(
         world.patcher, world.encode, concepts, PromptPreset("toyworld", (), (), ()), settings.num_pairs,
         settings.seed, recording, settings.form, progress, pairs=pairs,
     )
+
+
+def mask_from(record: SaliencyRecord, settings: ForgetSettings) -> tuple[ConceptMasks, UnlearningMask]:
     masks = select_sensitive_neurons(record, settings.r1, settings.r2, method=settings.method)
-    return fuse_masks([masks], settings.alpha, settings.fusion)
+    return masks, fuse_masks([masks], settings.alpha, settings.fusion)
+
+
+def forget(world: ToyWorld, concepts: list[str], settings: ForgetSettings | None = None,
+           recording: SamplingSettings = RECORDING, progress=None) -> UnlearningMask:
+    """Saliency -> selection -> fusion, with the paper's defaults."""
+    settings = settings or ForgetSettings()
+    return mask_from(saliency(world, concepts, settings, recording, progress), settings)[1]
 
 
 @dataclass(frozen=True)

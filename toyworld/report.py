@@ -89,19 +89,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scheduler", default="normal")
     ap.add_argument("--seeds", type=int, default=2, help="seeds per prompt (150 prompts)")
     ap.add_argument("--sweep", default="", help="extra settings 'sampler:steps:cfg,...' (1 seed each)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sweep-only", action="store_true", help="skip the main and synonym passes")
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--grid", type=Path, default=None, help="write a PNG contact sheet")
     ap.add_argument("--out", type=Path, default=Path("toyworld/reports/base_quality.json"))
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     tw = load_toyworld(a.weights)
     ev_meta = load_evaluator_meta()
-    main_res, images = evaluate(tw, a.steps, a.cfg, a.sampler, a.scheduler, a.seeds)
-    print(json.dumps(main_res["match"]), main_res["settings"], flush=True)
-    if a.grid:
-        save_grid(images, a.grid)
-    syn_res, _ = evaluate(tw, a.steps, a.cfg, a.sampler, a.scheduler, 1, synonyms=True)
-    print("synonyms", json.dumps(syn_res["match"]), flush=True)
+    main_res: dict | None = None
+    syn_res: dict | None = None
+    if not a.sweep_only:
+        main_res, images = evaluate(tw, a.steps, a.cfg, a.sampler, a.scheduler, a.seeds)
+        print(json.dumps(main_res["match"]), main_res["settings"], flush=True)
+        if a.grid:
+            save_grid(images, a.grid)
+        syn_res, _ = evaluate(tw, a.steps, a.cfg, a.sampler, a.scheduler, 1, synonyms=True)
+        print("synonyms", json.dumps(syn_res["match"]), flush=True)
     sweep = []
     for item in filter(None, a.sweep.split(",")):
         sampler, steps, cfg = item.split(":")
