@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from pathlib import Path
 
 import common
 
@@ -67,14 +68,15 @@ def per_layer_share(masks, concepts) -> dict:
             for c in concepts}
 
 
-def run_set(world, concepts: list[str], args, sweep: bool) -> dict:
+def run_set(world, concepts: list[str], args, sweep: bool, save) -> dict:
     probes = Probes(world, concepts, args.per_concept, args.preserve)
     result = {"concepts": concepts, "base": probes.measure()}
+    save(result)
     result["base"]["attribute_accuracy"] = result["base"]["preserve_accuracy_per_attribute"]
     records = {}
     configs = dict(CONFIGS)
     if sweep:
-        configs |= {f"FIA r2={r2}": {"r2": r2} for r2 in (0.005, 0.02, 0.05)}
+        configs |= {f"FIA r2={r2}": {"r2": r2} for r2 in (0.003, 0.03)}
         configs |= {f"FIA alpha={alpha}": {"alpha": alpha} for alpha in (1.0,)}
     for name, overrides in configs.items():
         settings = dataclasses.replace(fg.ForgetSettings(num_pairs=args.pairs), **overrides)
@@ -88,6 +90,7 @@ def run_set(world, concepts: list[str], args, sweep: bool) -> dict:
                 "pruned_weights": mask.pruned_count, "sparsity": mask.sparsity, "fia_seconds": seconds,
                 "selected_per_layer": per_layer_share(masks, concepts)}
         result[name] = row
+        save(result)
         print(f"{len(concepts)} concepts | {name}: forget {row['forget_rate']:.3f} synonym "
               f"{row['synonym_forget_rate']:.3f} preserve {row['preserve_accuracy']:.3f} "
               f"(base {result['base']['preserve_accuracy']:.3f}) pixel {row['preserve_pixel_change']:.4f}", flush=True)
@@ -97,7 +100,9 @@ def run_set(world, concepts: list[str], args, sweep: bool) -> dict:
 def table(result: dict) -> list[tuple[str, str, str]]:
     rows = []
     for size in ("3", "6"):
-        block = result[size]
+        block = result.get(size, {})
+        if "base" not in block:
+            continue
         base = block["base"]
         for name, row in block.items():
             if not isinstance(row, dict) or "forget_rate" not in row:
@@ -121,10 +126,16 @@ def main() -> None:
     torch.manual_seed(0)
     world = load_toyworld()
     result = {"machine": common.machine(), "protocol": vars(args) | {"generation": fg.GENERATION}}
+    def save(partial: dict, size: int | None = None) -> Path:
+        """Writes what is measured so far, so a long run that is stopped still reports."""
+        if size is not None:
+            result[str(size)] = partial
+        result["base"] = result.get("3", {}).get("base", {})
+        return common.write("efficacy", result, table(result), "FIA efficacy on ToyWorld")
+
     for size, concepts in CONCEPT_SETS.items():
-        result[str(size)] = run_set(world, concepts, args, sweep=size == 3)
-    result["base"] = result["3"]["base"]
-    path = common.write("efficacy", result, table(result), "FIA efficacy on ToyWorld")
+        run_set(world, concepts, args, sweep=size == 3, save=lambda partial, size=size: save(partial, size))
+    path = save(result["6"], 6)
     print(path.read_text())
 
 

@@ -12,6 +12,8 @@ Two mechanisms, both on a clone, never touching the input model:
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .errors import FIAInputError
@@ -19,12 +21,6 @@ from .layers import architecture_of, fingerprint, layers_of_patcher, original_we
 from .masks import UnlearningMask, check_layers_match, warn_if_other_weights
 
 MODES = ("patch", "wrapper")
-
-try:  # the base class lets ComfyUI's calculate_weight dispatch to us; it exists from 0.3.3x on
-    from comfy.weight_adapter.base import WeightAdapterBase
-except ImportError:  # pragma: no cover - very old ComfyUI
-    WeightAdapterBase = object
-
 
 def prune(weight: torch.Tensor, indices: torch.Tensor, strength: float) -> torch.Tensor:
     """Scales the listed entries (flat indices) by 1 - strength; strength 1 gives exact zeros."""
@@ -37,21 +33,30 @@ def prune(weight: torch.Tensor, indices: torch.Tensor, strength: float) -> torch
     return flat.view(weight.shape)
 
 
-class PruneMaskAdapter(WeightAdapterBase):
-    """A ComfyUI weight adapter whose patch prunes the weights listed in its index tensor."""
+@functools.cache
+def prune_mask_adapter_class() -> type:
+    """A ComfyUI weight adapter whose patch prunes the weights listed in its index tensor.
 
-    name = "fia_prune_mask"
+    Built on first use, so importing the engine does not need ComfyUI on sys.path yet; an
+    adapter that is not a WeightAdapterBase would not be dispatched by calculate_weight.
+    """
+    from comfy.weight_adapter.base import WeightAdapterBase
 
-    def __init__(self, loaded_keys: set[str], weights: tuple[torch.Tensor]):
-        self.loaded_keys = loaded_keys
-        self.weights = weights
+    class PruneMaskAdapter(WeightAdapterBase):
+        name = "fia_prune_mask"
 
-    def calculate_shape(self, key):
-        return None
+        def __init__(self, loaded_keys: set[str], weights: tuple[torch.Tensor]):
+            self.loaded_keys = loaded_keys
+            self.weights = weights
 
-    def calculate_weight(self, weight, key, strength, strength_model, offset, function,
-                         intermediate_dtype=torch.float32, original_weight=None):
-        return prune(weight, self.weights[0], float(strength))
+        def calculate_shape(self, key):
+            return None
+
+        def calculate_weight(self, weight, key, strength, strength_model, offset, function,
+                             intermediate_dtype=torch.float32, original_weight=None):
+            return prune(weight, self.weights[0], float(strength))
+
+    return PruneMaskAdapter
 
 
 def _masking_function(indices: torch.Tensor, strength: float):
@@ -76,7 +81,8 @@ def apply_mask(patcher, mask: UnlearningMask, strength: float = 1.0, mode: str =
     if strength == 0.0:
         return model
     if mode == "patch":
-        patches = {key: PruneMaskAdapter({key}, (indices,)) for key, indices in mask.pruned.items() if indices.numel()}
+        adapter = prune_mask_adapter_class()
+        patches = {key: adapter({key}, (indices,)) for key, indices in mask.pruned.items() if indices.numel()}
         added = model.add_patches(patches, strength_patch=strength)
         if len(added) != len(patches):
             raise FIAInputError("mask: some of its layer keys are not weights of this model.")
