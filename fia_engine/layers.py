@@ -234,11 +234,10 @@ def original_weights(patcher, layers: list[FFLayer]) -> dict[str, torch.Tensor]:
     return weights
 
 
-def effective_weights(patcher, layers: list[FFLayer]) -> dict[str, torch.Tensor]:
-    """The weights sampling uses: the originals with this patcher's weight patches applied (CPU, fp32)."""
+def effective_weights(patcher, layers: list[FFLayer], originals: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The weights sampling uses: `original_weights` with this patcher's weight patches applied (CPU, fp32)."""
     import comfy.lora  # the host's own patch arithmetic, so LoRAs etc. are applied exactly as it does
 
-    originals = original_weights(patcher, layers)
     weights = {}
     for layer in layers:
         weight = originals[layer.key].detach().to("cpu", torch.float32, copy=True)

@@ -115,8 +115,9 @@ def compute_saliency(
     concept_base = {c: prompt_lib.base_set_id(p) for c, p in pairs.items()}
     base_sets = {concept_base[c]: pairs[c] for c in concepts}
 
-    weights = effective_weights(patcher, layers)
-    source_fingerprint = fingerprint(original_weights(patcher, layers))
+    originals = original_weights(patcher, layers)  # one walk of the patcher's keys serves both
+    weights = effective_weights(patcher, layers, originals)
+    source_fingerprint = fingerprint(originals)
     batch = settings.prompts_per_batch
     jobs = [("base", b, [(p.base_prompt, p.seed) for p in ps]) for b, ps in base_sets.items()]
     jobs += [("concept", c, [(p.concept_prompt, p.seed) for p in pairs[c]]) for c in concepts]
