@@ -20,13 +20,9 @@ def setup() -> None:
     for path in (REPO, REPO / "tests"):
         if str(path) not in sys.path:
             sys.path.insert(0, str(path))
-    import torch
-    from comfy_env import comfyui_path
+    from toyworld.comfy_env import setup_comfy
 
-    sys.path.insert(0, str(comfyui_path()))
-    from comfy.cli_args import args
-
-    args.cpu = not torch.cuda.is_available()
+    setup_comfy()
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = 3) -> float:

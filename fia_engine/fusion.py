@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from .masks import compact_indices
+
 AGNOSTIC_MIN_SHARE = 2
 
 
@@ -23,22 +25,25 @@ def agnostic_threshold(alpha: float, num_concepts: int) -> int:
 
 def concept_counts(selected: list[torch.Tensor], numel: int) -> torch.Tensor:
     """s_ij of Eq.7: in how many concept masks each weight is (flat indices in, dense counts out)."""
-    counts = torch.zeros(numel, dtype=torch.int16)
+    dtype = torch.uint8 if len(selected) < 256 else torch.int16
+    counts = torch.zeros(numel, dtype=dtype)
     for indices in selected:
-        counts.index_add_(0, indices.long(), torch.ones(indices.numel(), dtype=torch.int16))
+        counts.index_add_(0, indices.long(), torch.ones(indices.numel(), dtype=dtype))
     return counts
 
 
-def fuse_counts(counts: torch.Tensor, threshold: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+def fuse_counts(counts: torch.Tensor, threshold: int | None, block: int = 1 << 18) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq.8: prune where 0 < s < tau_ca, keep (agnostic) where s >= tau_ca.
 
     threshold None = plain union (the paper's 'naive' fusion): everything selected is pruned.
-    Returns (pruned, kept_agnostic) as flat sorted indices.
+    Returns (pruned, kept_agnostic) as flat sorted indices, found `block` entries at a time.
     """
-    if threshold is None:
-        pruned = counts > 0
-        kept = torch.zeros_like(pruned)
-    else:
-        pruned = (counts > 0) & (counts < threshold)
-        kept = counts >= threshold
-    return pruned.nonzero().flatten(), kept.nonzero().flatten()
+    pruned, kept = [], []
+    for start in range(0, counts.numel(), block):
+        part = counts[start:start + block]
+        selected = part > 0
+        agnostic = part >= threshold if threshold is not None else torch.zeros_like(selected)
+        pruned.append(compact_indices((selected & ~agnostic).nonzero().flatten() + start, counts.numel()))
+        kept.append(compact_indices(agnostic.nonzero().flatten() + start, counts.numel()))
+    empty = compact_indices(torch.zeros(0, dtype=torch.int64), counts.numel())
+    return torch.cat(pruned) if pruned else empty, torch.cat(kept) if kept else empty

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from .errors import FIAInputError
 from .index_codec import decode_sorted, encode_sorted
 from .layers import FFLayer
-from .masks import UnlearningMask
+from .masks import UnlearningMask, compact_indices
 
 FORMAT = "fia-unlearning-mask"
 FORMAT_VERSION = 1
@@ -61,6 +63,10 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         ) from error
 
 
+def _indices(encoded: torch.Tensor, layer: FFLayer) -> torch.Tensor:
+    return compact_indices(decode_sorted(encoded), layer.out_features * layer.in_features)
+
+
 def load_mask(path: str | Path) -> UnlearningMask:
     from safetensors.torch import load_file
 
@@ -79,8 +85,8 @@ def load_mask(path: str | Path) -> UnlearningMask:
         tensors = load_file(str(path))
         if metadata.get("index_encoding") != INDEX_ENCODING:
             raise ValueError(f"unknown index encoding {metadata.get('index_encoding')!r}")
-        pruned = {layer.key: decode_sorted(tensors[f"pruned/{layer.key}"]) for layer in layers}
-        kept = {layer.key: decode_sorted(tensors[f"kept/{layer.key}"]) for layer in layers}
+        pruned = {layer.key: _indices(tensors[f"pruned/{layer.key}"], layer) for layer in layers}
+        kept = {layer.key: _indices(tensors[f"kept/{layer.key}"], layer) for layer in layers}
         concepts = json.loads(metadata["concepts"])
         hyper = json.loads(metadata.get("hyperparameters", "{}"))
     except (KeyError, ValueError, TypeError) as error:

@@ -1,7 +1,8 @@
 """The mask objects that travel between nodes (FIA_CONCEPT_MASKS, FIA_MASK) and their checks.
 
-Masks are sorted flat indices into the full weight matrix (int64 in memory): FIA prunes well
-under 1% of the FF weights, so indices are ~8x smaller than dense bools and exact.
+Masks are sorted flat indices into the full weight matrix: FIA prunes well under 1% of the FF
+weights, so indices are far smaller than dense bools and exact. They are int32 (int64 only for a
+layer of more than 2^31 weights): half the memory while many concepts wait to be fused.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from .errors import FIAInputError
 from .layers import FFLayer
 
 log = logging.getLogger("FIA")
+
+
+def compact_indices(flat: torch.Tensor, numel: int) -> torch.Tensor:
+    """Flat indices as int32 when the layer is small enough (every known layer is), else int64."""
+    return flat.to(torch.int32 if numel <= torch.iinfo(torch.int32).max else torch.int64)
 
 
 @dataclass

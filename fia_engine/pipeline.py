@@ -8,7 +8,7 @@ import torch
 
 from . import fusion, selection
 from .errors import FIAInputError
-from .masks import ConceptMasks, UnlearningMask, check_layers_match, warn_if_other_weights
+from .masks import ConceptMasks, UnlearningMask, check_layers_match, compact_indices, warn_if_other_weights
 from .prompts import r2_for
 from .saliency import SaliencyRecord
 from .statistics import contrastive_saliency
@@ -54,17 +54,19 @@ def select_sensitive_neurons(
         base = record.base_moments[record.concept_base[concept]]
         per_layer = {}
         for layer in record.layers:
-            abs_weight = record.abs_weights[layer.key].to(device, torch.float32)
+            abs_weight = record.abs_weights[layer.key].to(device)  # model dtype; fp32 one block at a time
             mean_c = record.concept_moments[concept][layer.key].mean.to(device)
             mean_b, std_b = base[layer.key].mean.to(device), base[layer.key].std.to(device)
             if method == "fia":
-                step_saliency = _step_saliency(abs_weight, mean_c, mean_b, std_b)
-                sensitivity = selection.time_integrated_sensitivity(step_saliency, steps, r1)
-                chosen = selection.spatial_selection(sensitivity, ratio)
+                step_saliency = _step_saliency(abs_weight, mean_c, mean_b, std_b, device)
+                shape = tuple(abs_weight.shape)
+                sensitivity = selection.time_integrated_sensitivity(step_saliency, shape, steps, r1)
+                rows, cols = selection.spatial_selection(sensitivity, ratio, shape)
             else:
-                chosen = selection.conceptprune_selection(abs_weight, mean_c, mean_b, ratio)
-            rows, cols = chosen.nonzero(as_tuple=True)
-            per_layer[layer.key] = (rows * layer.in_features + cols + layer.neuron_columns.start).cpu()
+                chosen = selection.conceptprune_selection(abs_weight.to(device, torch.float32), mean_c, mean_b, ratio)
+                rows, cols = chosen.nonzero(as_tuple=True)
+            flat = rows * layer.in_features + cols + layer.neuron_columns.start
+            per_layer[layer.key] = compact_indices(flat, layer.out_features * layer.in_features).cpu()
         selected[concept] = per_layer
         settings[concept] = {"r1": r1, "r2": ratio, "method": method, "form": record.form, "preset": record.preset}
     return ConceptMasks(
@@ -73,11 +75,17 @@ def select_sensitive_neurons(
     )
 
 
-def _step_saliency(abs_weight, mean_c, mean_b, std_b) -> selection.StepSaliency:
-    """Eq.2 for one step, recomputed on demand instead of stored for all steps."""
+def _step_saliency(abs_weight, mean_c, mean_b, std_b, device) -> selection.StepSaliency:
+    """Eq.2 for one step and a block of rows, recomputed on demand instead of stored for all steps.
 
-    def step_saliency(t: int) -> torch.Tensor:
-        return contrastive_saliency(abs_weight, mean_c[t], mean_b[t], std_b[t])
+    Reference-form statistics are per column ([T, C_in]); exact-form ones per weight ([T, C_out, C_in]).
+    """
+
+    def step_saliency(t: int, rows: slice) -> torch.Tensor:
+        def moment(m: torch.Tensor) -> torch.Tensor:
+            return m[t] if m.dim() == 2 else m[t, rows]
+
+        return contrastive_saliency(abs_weight[rows].float(), moment(mean_c), moment(mean_b), moment(std_b))
 
     return step_saliency
 

@@ -1,4 +1,4 @@
-"""Eq.3-6: from per-step saliency to one boolean mask per concept and layer.
+"""Eq.3-6: from per-step saliency to the selected weights of one concept in one layer.
 
 Fixes over the reference code, each on purpose:
 - Eq.3's indicator counts only positive saliency: when fewer than r1 of the entries are
@@ -8,18 +8,25 @@ Fixes over the reference code, each on purpose:
 - Thresholds are k-th largest values and ties at a threshold are all kept, so the result does
   not depend on how a top-k kernel breaks ties (bit-identical masks on CPU).
 
-Memory per layer: one step's saliency S[t] (recomputed from |W| and the statistics, never
-stored for all steps), the running A, a uint8 hit count, and the top-k values of a threshold.
+Memory per layer: one block of rows at a time. S[t] and A are recomputed block by block from
+|W| and the column statistics whenever a pass needs them (cheap next to the memory they would
+take: A alone is the layer's size in fp32), and whole-layer thresholds come from a two-pass
+radix select, not from topk (whose CPU kernel copies the whole layer into (value, index) pairs).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
-StepSaliency = Callable[[int], torch.Tensor]
-"""step t -> S[t], Eq.2's contrastive saliency of one layer at that step, [C_out, C_in]."""
+StepSaliency = Callable[[int, slice], torch.Tensor]
+"""(step t, rows) -> S[t][rows], Eq.2's contrastive saliency of one layer at that step."""
+BlockSensitivity = Callable[[slice], torch.Tensor]
+"""rows -> A[rows], Eq.3's time-integrated sensitivity of one layer."""
+
+BLOCK_ENTRIES = 1 << 18
+_BUCKETS = 1 << 16
 
 
 def count_for(fraction: float, n: int) -> int:
@@ -27,14 +34,63 @@ def count_for(fraction: float, n: int) -> int:
     return min(n, max(1, round(fraction * n)))
 
 
-def kth_largest(values: torch.Tensor, k: int, dim: int | None = None) -> torch.Tensor:
-    """The k-th largest value (of all entries, or along `dim`, kept as a size-1 dim).
+def row_blocks(rows: int, columns: int) -> Iterator[slice]:
+    """Slices of about BLOCK_ENTRIES entries (at least one row)."""
+    step = max(1, BLOCK_ENTRIES // max(1, columns))
+    for start in range(0, rows, step):
+        yield slice(start, min(rows, start + step))
 
-    topk keeps only k values, where kthvalue copies the whole input; for the small fractions
-    FIA uses, that is less memory and about the same time.
+
+def _ordered_keys(values: torch.Tensor) -> torch.Tensor:
+    """float32 -> int32 with the same order (sign-magnitude to two's complement); -0.0 as +0.0."""
+    bits = (values.reshape(-1).float() + 0.0).view(torch.int32)
+    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+
+
+def _value_of_key(key: int, device: torch.device) -> torch.Tensor:
+    bits = key if key >= 0 else key ^ 0x7FFFFFFF
+    return torch.tensor([bits], dtype=torch.int32, device=device).view(torch.float32)[0]
+
+
+def _bucket_of_kth(histogram: torch.Tensor, k: int) -> tuple[int, int]:
+    """(bucket holding the k-th largest entry, how many entries lie in higher buckets)."""
+    at_or_above = histogram.flip(0).cumsum(0).flip(0)
+    bucket = int((at_or_above >= k).nonzero().max())
+    above = int(at_or_above[bucket + 1]) if bucket + 1 < len(at_or_above) else 0
+    return bucket, above
+
+
+def kth_largest_streamed(blocks: Callable[[], Iterable[torch.Tensor]], k: int) -> torch.Tensor:
+    """The k-th largest of all entries of the blocks `blocks()` yields (called twice).
+
+    Exact radix select on the float bits: a histogram of the high 16 bits finds the bucket of
+    the k-th entry, a second pass over that bucket's low 16 bits finds the value. Memory is one
+    block, whatever the size of the whole.
     """
+    high = None
+    device = None
+    for block in blocks():
+        keys = _ordered_keys(block)
+        device = keys.device
+        counts = torch.bincount(((keys >> 16) + _BUCKETS // 2).long(), minlength=_BUCKETS)
+        high = counts if high is None else high + counts
+    if high is None or k < 1 or k > int(high.sum()):
+        raise ValueError(f"k = {k} is out of range for the given values")
+    bucket, above = _bucket_of_kth(high, k)
+    low = torch.zeros(_BUCKETS, dtype=torch.int64, device=device)
+    for block in blocks():
+        keys = _ordered_keys(block)
+        in_bucket = keys[((keys >> 16) + _BUCKETS // 2) == bucket]
+        low += torch.bincount((in_bucket & 0xFFFF).long(), minlength=_BUCKETS)
+    low_bits, _ = _bucket_of_kth(low, k - above)
+    return _value_of_key(((bucket - _BUCKETS // 2) << 16) | low_bits, device)
+
+
+def kth_largest(values: torch.Tensor, k: int, dim: int | None = None) -> torch.Tensor:
+    """The k-th largest value (of all entries, or along `dim`, kept as a size-1 dim)."""
     if dim is None:
-        return torch.topk(values.reshape(-1), k, sorted=False).values.min()
+        flat = values.reshape(-1)
+        return kth_largest_streamed(lambda: flat.split(BLOCK_ENTRIES), k).to(values.dtype)
     return torch.topk(values, k, dim=dim, sorted=False).values.amin(dim=dim, keepdim=True)
 
 
@@ -43,37 +99,66 @@ def sensitive(saliency: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
     return (saliency >= tau) & (saliency > 0)
 
 
-def time_integrated_sensitivity(step_saliency: StepSaliency, steps: int, r1: float) -> torch.Tensor:
+def time_integrated_sensitivity(
+    step_saliency: StepSaliency, shape: tuple[int, int], steps: int, r1: float
+) -> BlockSensitivity:
     """Eq.3: A = 0.5 * mean_t(S) / max(mean_t(S)) + 0.5 * mean_t(1[S > tau_t]).
 
     tau_t is the top-r1 value of S[t] over the whole layer. The division by the layer maximum is
-    the reference code's, so both halves lie in [0, 1].
+    the reference code's, so both halves lie in [0, 1]. Returns A as a function of a block of
+    rows: A is recomputed per block when asked, never held for the whole layer.
     """
-    total: torch.Tensor | None = None
-    hits: torch.Tensor | None = None
-    for t in range(steps):
-        saliency = step_saliency(t).float()
-        tau = kth_largest(saliency, count_for(r1, saliency.numel()))
-        if total is None:
-            total = saliency.clone()
-            hits = torch.zeros_like(saliency, dtype=torch.uint8 if steps < 256 else torch.int16)
-        else:
-            total += saliency
-        hits += sensitive(saliency, tau)
-        del saliency
-    if total is None or hits is None:
+    if steps < 1:
         raise ValueError("time_integrated_sensitivity needs at least one step")
-    peak = total.max()
-    total.mul_(0.5 / peak if peak > 0 else 0.0)  # mean_t's 1/T cancels in the normalisation
-    return total.add_(hits, alpha=0.5 / steps)
+    rows, columns = shape
+    blocks = list(row_blocks(rows, columns))
+    k = count_for(r1, rows * columns)
+    taus = [kth_largest_streamed(lambda t=t: (step_saliency(t, b).float() for b in blocks), k) for t in range(steps)]
+
+    def summed(b: slice) -> torch.Tensor:
+        total = step_saliency(0, b).to(torch.float32, copy=True)  # never sum into the caller's tensor
+        for t in range(1, steps):
+            total += step_saliency(t, b)
+        return total
+
+    peak = max(float(summed(b).max()) for b in blocks)
+    scale = 0.5 / peak if peak > 0 else 0.0  # mean_t's 1/T cancels in the normalisation
+
+    def sensitivity(b: slice) -> torch.Tensor:
+        total, hits = None, None
+        for t in range(steps):
+            saliency = step_saliency(t, b).float()
+            hit = sensitive(saliency, taus[t])
+            total = saliency.clone() if total is None else total.add_(saliency)
+            hits = hit.to(torch.int16) if hits is None else hits.add_(hit)
+        return total.mul_(scale).add_(hits, alpha=0.5 / steps)
+
+    return sensitivity
 
 
-def spatial_selection(sensitivity: torch.Tensor, r2: float) -> torch.Tensor:
-    """Eq.4-6: Q = (top r2 of each output row) AND (top r2 of the layer) AND (A > 0)."""
-    rows, columns = sensitivity.shape
-    row_threshold = kth_largest(sensitivity, count_for(r2, columns), dim=1)
-    layer_threshold = kth_largest(sensitivity, count_for(r2, rows * columns))
-    return (sensitivity >= row_threshold) & (sensitivity >= layer_threshold) & (sensitivity > 0)
+def spatial_selection(
+    sensitivity: BlockSensitivity | torch.Tensor, r2: float, shape: tuple[int, int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq.4-6: Q = (top r2 of each output row) AND (top r2 of the layer) AND (A > 0).
+
+    `sensitivity` is A, whole or as a function of a block of rows (then give `shape`).
+    Returns Q's (rows, columns) indices, built block by block.
+    """
+    if isinstance(sensitivity, torch.Tensor):
+        whole, shape = sensitivity, tuple(sensitivity.shape)
+        sensitivity = lambda b: whole[b]  # noqa: E731
+    rows, columns = shape
+    blocks = list(row_blocks(rows, columns))
+    layer_threshold = kth_largest_streamed(lambda: (sensitivity(b) for b in blocks), count_for(r2, rows * columns))
+    k_row = count_for(r2, columns)
+    found_rows, found_columns = [], []
+    for b in blocks:
+        block = sensitivity(b)
+        chosen = (block >= kth_largest(block, k_row, dim=1)) & (block >= layer_threshold) & (block > 0)
+        r, c = chosen.nonzero(as_tuple=True)
+        found_rows.append(r + b.start)
+        found_columns.append(c)
+    return torch.cat(found_rows), torch.cat(found_columns)
 
 
 def conceptprune_selection(

@@ -62,10 +62,25 @@ def test_eq3_by_hand(engine):
     s1 = torch.tensor([[4.0, 0.0], [2.0, 1.0]])
     s2 = torch.tensor([[0.0, 0.0], [2.0, 3.0]])
     # r1 = 0.25 -> k = 1: tau_1 = 4 (entry 0,0), tau_2 = 3 (entry 1,1)
-    a = sel.time_integrated_sensitivity(lambda t: (s1, s2)[t], 2, r1=0.25)
+    a = sel.time_integrated_sensitivity(lambda t, rows: (s1, s2)[t][rows], (2, 2), 2, r1=0.25)(slice(None))
     mean = (s1 + s2) / 2  # [[2, 0], [2, 2]], max 2
     hits = torch.tensor([[0.5, 0.0], [0.0, 0.5]])
     assert torch.allclose(a, 0.5 * mean / 2 + 0.5 * hits)
+
+
+def test_eq3_blockwise_equals_whole_layer(engine, monkeypatch):
+    """Eq.3 computed a few rows at a time equals the formula on whole matrices."""
+    sel = engine.selection
+    monkeypatch.setattr(sel, "BLOCK_ENTRIES", 40)
+    gen = torch.Generator().manual_seed(3)
+    steps = [torch.randn(13, 11, generator=gen).clamp_min(0) for _ in range(4)]
+    sensitivity = sel.time_integrated_sensitivity(lambda t, rows: steps[t][rows], (13, 11), 4, r1=0.1)
+    a = torch.cat([sensitivity(b) for b in sel.row_blocks(13, 11)])
+    assert a.shape == (13, 11)
+    mean = torch.stack(steps).mean(0)
+    k = sel.count_for(0.1, 13 * 11)
+    hits = torch.stack([(s >= s.flatten().sort().values[-k]) & (s > 0) for s in steps]).float().mean(0)
+    assert torch.allclose(a, 0.5 * mean / mean.max() + 0.5 * hits)
 
 
 def test_eq3_indicator_ignores_zero_saliency(engine):
@@ -77,28 +92,32 @@ def test_eq3_indicator_ignores_zero_saliency(engine):
     assert hits.sum() == 1 and hits[1, 2]
 
 
-def test_kth_largest_matches_sorting(engine):
+@pytest.mark.parametrize("block_entries", [64, 1 << 20])
+def test_kth_largest_matches_sorting(engine, monkeypatch, block_entries):
+    """Radix select over blocks (one or many): ties, negatives, zeros of both signs, tiny values."""
     sel = engine.selection
+    monkeypatch.setattr(sel, "BLOCK_ENTRIES", block_entries)
     values = torch.randn(37, 23, generator=torch.Generator().manual_seed(1)).round(decimals=1)  # with ties
-    for k in (1, 9, 500, values.numel()):
+    values[0, :5] = torch.tensor([-0.0, 0.0, 1e-39, -1e-39, 3e38])
+    for k in (1, 2, 9, 500, values.numel() - 1, values.numel()):
         assert sel.kth_largest(values, k) == values.reshape(-1).sort().values[-k]
     assert torch.equal(sel.kth_largest(values, 3, dim=1), values.sort(dim=1).values[:, -3:-2])
 
 
-def test_eq4_6_row_and_layer_intersection(engine):
+@pytest.mark.parametrize("block_entries", [4, 1 << 20])
+def test_eq4_6_row_and_layer_intersection(engine, monkeypatch, block_entries):
+    monkeypatch.setattr(engine.selection, "BLOCK_ENTRIES", block_entries)
     a = torch.tensor([[0.9, 0.1, 0.0, 0.0], [0.5, 0.4, 0.3, 0.0], [0.2, 0.0, 0.0, 0.0]])
     # r2 = 0.25: one per row (cols 4 * .25), top 3 of the 12 in the layer (0.9, 0.5, 0.4)
-    q = engine.selection.spatial_selection(a, r2=0.25)
-    expected = torch.zeros_like(a, dtype=torch.bool)
-    expected[0, 0] = expected[1, 0] = True
-    assert torch.equal(q, expected)
+    rows, cols = engine.selection.spatial_selection(a, r2=0.25)
+    assert rows.tolist() == [0, 1] and cols.tolist() == [0, 0]
 
 
 def test_eq4_6_never_selects_zero_scores(engine):
     a = torch.zeros(3, 4)
     a[0, 1] = 0.2
-    q = engine.selection.spatial_selection(a, r2=0.5)  # top-k alone would return 2 per row
-    assert q.sum() == 1 and q[0, 1]
+    rows, cols = engine.selection.spatial_selection(a, r2=0.5)  # top-k alone would return 2 per row
+    assert rows.tolist() == [0] and cols.tolist() == [1]
 
 
 def test_eq8_threshold_and_small_c_rule(engine):

@@ -133,7 +133,8 @@ def test_wrapper_mode_masks_whatever_order(pack, model, mask, encode):
     assert not torch.allclose(sample(with_lora, encode), reference, atol=1e-3)
 
 
-def test_same_inputs_give_bit_identical_masks(pack, tiny_clip, mask):
+def test_same_inputs_give_bit_identical_masks(pack, engine, tiny_clip, mask, monkeypatch):
+    monkeypatch.setattr(engine.selection, "BLOCK_ENTRIES", 100)  # and independent of the block size
     again = fuse_node(pack, select_node(pack, saliency_node(pack, tiny.tiny_sd15_patcher(seed=0), tiny_clip)))
     assert mask.pruned.keys() == again.pruned.keys()
     assert all(torch.equal(mask.pruned[k], again.pruned[k]) for k in mask.pruned)
@@ -155,10 +156,14 @@ def test_fusing_separate_runs_and_union(pack, model, tiny_clip):
         fuse_node(pack, objects, objects)
 
 
-def test_exact_form_and_conceptprune_run_through_the_nodes(pack, model, tiny_clip):
-    exact = saliency_node(pack, model, tiny_clip, concepts="cat", saliency_form="exact", recorded_steps=1)
+def test_exact_form_and_conceptprune_run_through_the_nodes(pack, engine, model, tiny_clip, monkeypatch):
+    exact = saliency_node(pack, model, tiny_clip, concepts="cat", saliency_form="exact", recorded_steps=2)
     layer = exact.layers[0]
-    assert exact.concept_moments["cat"][layer.key].mean.shape == (1, layer.out_features, layer.in_features)
-    assert select_node(pack, exact).count("cat") > 0
+    assert exact.concept_moments["cat"][layer.key].mean.shape == (2, layer.out_features, layer.in_features)
+    whole = select_node(pack, exact)
+    assert whole.count("cat") > 0
+    monkeypatch.setattr(engine.selection, "BLOCK_ENTRIES", 100)  # a few rows per block
+    blockwise = select_node(pack, exact)
+    assert all(torch.equal(whole.selected["cat"][k], blockwise.selected["cat"][k]) for k in whole.selected["cat"])
     reference = saliency_node(pack, model, tiny_clip, concepts="cat", recorded_steps=2)
     assert select_node(pack, reference, r2=0.02, method="conceptprune").count("cat") > 0

@@ -1,4 +1,5 @@
-"""Make `import comfy` work outside a running ComfyUI (tests, training, CLI scripts)."""
+"""Make `import comfy` work outside a running ComfyUI: the repo's one place for it (tests,
+benchmarks, training, CLI scripts)."""
 
 from __future__ import annotations
 
@@ -6,25 +7,35 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_COMFYUI = Path(__file__).resolve().parents[1] / ".comfyui" / "ComfyUI"
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_COMFYUI = REPO / ".comfyui" / "ComfyUI"
 
 
-def setup_comfy(path: str | os.PathLike[str] | None = None, pytorch_attention: bool = False) -> None:
-    """Put ComfyUI on sys.path and force CPU mode unless ComfyUI is already imported.
+def comfyui_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """`path`, else COMFYUI_PATH, else the copy scripts/provision.sh made."""
+    root = Path(path or os.environ.get("COMFYUI_PATH") or DEFAULT_COMFYUI)
+    if not (root / "comfy").is_dir():
+        raise RuntimeError(f"no ComfyUI at {root}: run scripts/provision.sh or set COMFYUI_PATH")
+    return root
 
-    Inside a ComfyUI server `comfy` is already loaded and its settings are left alone.
+
+def setup_comfy(path: str | os.PathLike[str] | None = None, pytorch_attention: bool = False,
+                force_cpu: bool = False) -> None:
+    """Put ComfyUI on sys.path and pick CPU mode (always with `force_cpu`, else when there is no
+    CUDA), unless ComfyUI is already imported: inside a server its settings are left alone.
+
     `pytorch_attention` selects torch SDPA (faster on CPU than the default sub-quadratic
     attention, and needed for training); it only takes effect before ComfyUI is imported.
     """
     if "comfy.model_management" in sys.modules:
         return
-    root = Path(path or os.environ.get("COMFYUI_PATH") or DEFAULT_COMFYUI)
+    root = comfyui_path(path)
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     import torch
     from comfy.cli_args import args
 
-    if not torch.cuda.is_available():
+    if force_cpu or not torch.cuda.is_available():
         args.cpu = True
     if pytorch_attention:
         args.use_pytorch_cross_attention = True

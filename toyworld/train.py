@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -39,6 +40,15 @@ def timesteps_for(gen: torch.Generator, n: int, p_low: float) -> torch.Tensor:
     low = (torch.rand(n, generator=gen).pow(2) * 1000).long().clamp(max=999)
     pick = torch.rand(n, generator=gen) < p_low
     return torch.where(pick, low, uniform)
+
+
+def learning_rate(a: argparse.Namespace, step: int) -> float:
+    """Linear warmup, constant, then an optional cosine fall to a.lr_final * a.lr (a function of the step only)."""
+    lr = a.lr * min(1.0, (step + 1) / a.warmup)
+    if a.decay_start is not None and step >= a.decay_start:
+        progress = min(1.0, (step - a.decay_start) / max(1, a.max_steps - a.decay_start))
+        lr = a.lr * (a.lr_final + (1 - a.lr_final) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return lr
 
 
 def save_weights(path: Path, ema: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
@@ -95,6 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--decay-start", type=int, default=None,
+                    help="step from which the learning rate falls (cosine) to --lr-final at --max-steps")
+    ap.add_argument("--lr-final", type=float, default=0.05, help="final lr as a fraction of --lr")
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--p-low", type=float, default=0.3,
                     help="share of low-noise timesteps before --switch-step")
@@ -175,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
             per_sample = per_sample * (snr.clamp(max=a.min_snr) / snr)
         loss = per_sample.mean()
         for g in opt.param_groups:
-            g["lr"] = a.lr * min(1.0, (step + 1) / a.warmup)
+            g["lr"] = learning_rate(a, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
