@@ -177,6 +177,25 @@ def masked_sampling(subject: Subject, mask: fia.UnlearningMask, repeats: int) ->
             "wrapper_sampling_ratio": median["wrapper"] / median["plain"]}
 
 
+def masked_sampling_child(out_json: str, mask_path: str, size: str, repeats: str) -> None:
+    """Masked sampling in a fresh process: what a mask costs a user who loads a model and samples.
+
+    In a process that ran saliency first, CPU convolution kernels (which no mask touches) ran
+    2-2.6x slower for whichever model was loaded after it, while the masked Linear layers' time
+    was unchanged (torch profiler); that history effect is reported separately.
+    """
+    result = masked_sampling(sd15_subject(int(size)), fia.load_mask(mask_path), int(repeats))
+    Path(out_json).write_text(json.dumps(result))
+
+
+def run_child(name: str, *args: str, env: dict | None = None) -> dict:
+    """Runs `name`_child(out_json, *args) in a fresh interpreter and returns its JSON."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out_json = Path(tmp) / "result.json"
+        subprocess.run([sys.executable, __file__, "--child", name, str(out_json), *args], check=True, env=env)
+        return json.loads(out_json.read_text())
+
+
 def synthetic_record(layers: list[fia.FFLayer], concepts: int, steps: int, seed: int = 0) -> SaliencyRecord:
     """Statistics with SD1.5's shapes: every concept raises a few percent of the columns."""
     gen = torch.Generator().manual_seed(seed)
@@ -231,14 +250,13 @@ def select_fuse_child(out_json: str, mask_path: str) -> None:
 
 
 def select_fuse(tmp: Path) -> tuple[dict, Path]:
-    out_json, mask_path = tmp / "select_fuse.json", tmp / "mask10.safetensors"
+    mask_path = tmp / "mask10.safetensors"
     # glibc's adaptive mmap threshold keeps freed layer-sized buffers in the heap, so RSS would
     # show allocator retention rather than live memory. A fixed 4 MiB threshold returns them to
     # the OS while block-sized temporaries stay in the heap (a lower one mmaps every block: the
     # page faults then cost more than the selection)
     env = os.environ | {"MALLOC_MMAP_THRESHOLD_": str(4 << 20)}
-    subprocess.run([sys.executable, __file__, "--select-fuse-child", str(out_json), str(mask_path)], check=True, env=env)
-    return json.loads(out_json.read_text()), mask_path
+    return run_child("select_fuse", str(mask_path), env=env), mask_path
 
 
 def mask_load_apply(subject: Subject, mask_path: Path, repeats: int) -> dict:
@@ -251,6 +269,7 @@ def mask_load_apply(subject: Subject, mask_path: Path, repeats: int) -> dict:
 def table(result: dict) -> list[tuple[str, str, str]]:
     small, big = result["overhead_small"], result["overhead_sd15"]
     sf, ms = result["select_fuse_sd15"], result["masked_sampling_sd15"]
+    after = result["masked_sampling_sd15_after_saliency"]
     rows = [
         (f"saliency_overhead_ratio, {small['model']}", f"{small['saliency_overhead_ratio']:.3f}", "<= 1.10"),
         (f"saliency_overhead_ratio, {big['model']}", f"{big['saliency_overhead_ratio']:.3f}", "<= 1.10"),
@@ -261,8 +280,10 @@ def table(result: dict) -> list[tuple[str, str, str]]:
         ("saliency_state_bytes per concept, SD1.5 reference form", f"{big['saliency_state_bytes_per_concept']:,}", "<= 1 MB"),
         ("select_fuse_seconds, 10 concepts, SD1.5 shapes", f"{sf['select_fuse_seconds']:.1f}", ""),
         ("peak RSS of select+fuse above resident / largest layer (fp32)", f"{sf['peak_over_largest_layer']:.2f}", "<= 2"),
-        ("masked_sampling_ratio (patch mode), SD1.5", f"{ms['masked_sampling_ratio']:.3f}", "<= 1.02"),
-        ("wrapper mode sampling ratio, SD1.5", f"{ms['wrapper_sampling_ratio']:.3f}", ""),
+        ("masked_sampling_ratio (patch mode), SD1.5, fresh process", f"{ms['masked_sampling_ratio']:.3f}", "<= 1.02"),
+        ("wrapper mode sampling ratio, SD1.5, fresh process", f"{ms['wrapper_sampling_ratio']:.3f}", ""),
+        ("patch / wrapper ratios in the process that ran saliency first",
+         f"{after['masked_sampling_ratio']:.3f} / {after['wrapper_sampling_ratio']:.3f}", ""),
         ("mask_file_bytes, 10-concept SD1.5 mask", f"{sf['mask_file_bytes']:,} ({sf['pruned_weights']:,} pruned)", "<= 2 MB"),
         ("mask load + apply seconds, SD1.5", f"{result['mask_load_apply_sd15']['load_plus_apply_seconds']:.2f}", ""),
     ]
@@ -275,10 +296,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--size", type=int, default=64, help="image size for the full-width SD1.5 UNet")
-    parser.add_argument("--select-fuse-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.select_fuse_child:
-        select_fuse_child(*args.select_fuse_child)
+    if args.child:
+        {"select_fuse": select_fuse_child, "masked_sampling": masked_sampling_child}[args.child[0]](*args.child[1:])
         return
     result = {"machine": common.machine(), "repeats": args.repeats}
     with tempfile.TemporaryDirectory() as tmp:
@@ -291,7 +312,9 @@ def main() -> None:
         sd15 = sd15_subject(args.size)
         result["overhead_sd15"] = overhead(sd15, 4, args.repeats)
         result["mask_load_apply_sd15"] = mask_load_apply(sd15, mask_path, args.repeats)
-        result["masked_sampling_sd15"] = masked_sampling(sd15, fia.load_mask(mask_path), args.repeats)
+        result["masked_sampling_sd15_after_saliency"] = masked_sampling(sd15, fia.load_mask(mask_path), args.repeats)
+        del sd15
+        result["masked_sampling_sd15"] = run_child("masked_sampling", str(mask_path), str(args.size), str(args.repeats))
     path = common.write("perf", result, table(result), "FIA performance")
     print(path.read_text())
 

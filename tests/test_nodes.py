@@ -76,6 +76,19 @@ def test_chain_prunes_exactly_the_mask_and_leaves_the_input_alone(pack, model, m
     assert torch.equal(sample(model, encode), base_out)  # the input model samples as before
 
 
+def test_patch_mode_prunes_once_not_per_step(pack, engine, model, mask, encode, monkeypatch):
+    """The pruned weights are computed when the model loads; later samplings reuse them."""
+    calls = []
+    prune = engine.patching.prune
+    monkeypatch.setattr(engine.patching, "prune", lambda *a, **k: calls.append(1) or prune(*a, **k))
+    masked = apply_node(pack, model, mask)
+    sample(masked, encode)
+    layers_with_pruning = sum(1 for indices in mask.pruned.values() if indices.numel())
+    assert len(calls) == layers_with_pruning > 0
+    sample(masked, encode, seed=6)
+    assert len(calls) == layers_with_pruning
+
+
 def test_strength_scales_and_zero_is_identity(pack, model, mask):
     key = next(k for k, v in mask.pruned.items() if v.numel())
     module_key = key.removeprefix("diffusion_model.")

@@ -2,11 +2,12 @@
 
     python -m toyworld.attribution --concepts red circle striped --probes 16
 
-For each concept, prompts naming it are sampled with the base model and with one layer group
+For each concept, prompts naming it are sampled with the base model, with one layer group
 zeroed at a time (every `ff.net.2` alone, all of them, every cross-attention value projection
-`attn2.to_v`); the evaluator reads how often the concept still shows and how often the prompt's
-other two attributes still match. FIA can only forget what its layers carry: a concept that
-survives zeroing every `ff.net.2` cannot be forgotten by pruning a few of their weights.
+`attn2.to_v`) and with FIA's single-concept mask at a few r2 values; the evaluator reads how
+often the concept still shows and how often the prompt's other two attributes still match.
+FIA can only forget what its layers carry: a concept that survives zeroing every `ff.net.2`
+cannot be forgotten by pruning a few of their weights.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from fia_engine import layers_of_patcher
+from fia_engine import apply_mask, layers_of_patcher
 
 from . import forgetting as fg
 from .evaluator import classify
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--weights", default=None)
     parser.add_argument("--out", type=Path, default=Path("out/attribution.json"))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--r2", type=float, nargs="*", default=[0.01, 0.03, 0.1], help="FIA rows (single concept)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     world = load_toyworld(args.weights) if args.weights else load_toyworld()
@@ -68,8 +70,14 @@ def main() -> None:
     for i, concept in enumerate(args.concepts):
         probes = fg.forget_probes(concept, args.probes, seed=500 + i)
         rows = {}
-        for name, keys in groups.items():
-            rows[name] = readout(fg.generate(world, probes, zeroed(world.patcher, keys)), probes, concept)
+        candidates = {name: zeroed(world.patcher, keys) for name, keys in groups.items()}
+        if args.r2:
+            record = fg.saliency(world, [concept], fg.ForgetSettings())
+            for r2 in args.r2:
+                _, mask = fg.mask_from(record, fg.ForgetSettings(r2=r2))
+                candidates[f"FIA r2={r2} ({mask.sparsity:.2%} pruned)"] = apply_mask(world.patcher, mask)
+        for name, patcher in candidates.items():
+            rows[name] = readout(fg.generate(world, probes, patcher), probes, concept)
             print(f"{concept:10s} {name:45s} {rows[name]['concept_rate']:.3f} {rows[name]['other_attributes']:.3f}",
                   flush=True)
         result["concepts"][concept] = rows
