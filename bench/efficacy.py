@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -122,10 +123,18 @@ def main() -> None:
     parser.add_argument("--per-concept", type=int, default=40, help="images per forgotten concept")
     parser.add_argument("--preserve", type=int, default=120, help="images on prompts naming no forgotten concept")
     parser.add_argument("--pairs", type=int, default=30, help="prompt pairs per concept for saliency")
+    parser.add_argument("--sets", type=int, nargs="+", default=sorted(CONCEPT_SETS), choices=sorted(CONCEPT_SETS),
+                        help="which concept-set sizes to run")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the other sets' results already in out/bench/efficacy.json")
     args = parser.parse_args()
     torch.manual_seed(0)
     world = load_toyworld()
     result = {"machine": common.machine(), "protocol": vars(args) | {"generation": fg.GENERATION}}
+    previous = common.OUT / "efficacy.json"
+    if args.keep and previous.exists():
+        kept = json.loads(previous.read_text())
+        result |= {size: kept[size] for size in map(str, CONCEPT_SETS) if size in kept and int(size) not in args.sets}
     def save(partial: dict, size: int | None = None) -> Path:
         """Writes what is measured so far, so a long run that is stopped still reports."""
         if size is not None:
@@ -133,9 +142,10 @@ def main() -> None:
         result["base"] = result.get("3", {}).get("base", {})
         return common.write("efficacy", result, table(result), "FIA efficacy on ToyWorld")
 
-    for size, concepts in CONCEPT_SETS.items():
-        run_set(world, concepts, args, sweep=size == 3, save=lambda partial, size=size: save(partial, size))
-    path = save(result["6"], 6)
+    for size in args.sets:
+        result[str(size)] = run_set(world, CONCEPT_SETS[size], args, sweep=size == 3,
+                                    save=lambda partial, size=size: save(partial, size))
+    path = save(result[str(args.sets[-1])], args.sets[-1])
     print(path.read_text())
 
 
