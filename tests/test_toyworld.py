@@ -180,3 +180,15 @@ def test_loader_samples_with_comfy_sample(toy) -> None:
     assert torch.isfinite(images).all() and float(images.min()) >= 0.0 and float(images.max()) <= 1.0
     again = toy.generate(["a blue ring"], [3], steps=3, cfg=7.5, sampler="ddim")
     assert torch.allclose(again, toy.generate(["a blue ring"], [3], steps=3, cfg=7.5, sampler="ddim"))
+
+
+def test_attribution_knockouts_change_only_the_clone(toy) -> None:
+    from toyworld import attribution
+
+    groups = attribution.knockouts(toy.patcher)
+    assert groups["none (base model)"] == [] and len(groups["all ff.net.2"]) == 16
+    assert len(groups) == 3 + 16 and all(k.endswith("attn2.to_v.weight") for k in groups["all attn2.to_v"])
+    base = toy.generate(["a red circle"], [0], steps=2)
+    knocked = toy.generate(["a red circle"], [0], steps=2, patcher=attribution.zeroed(toy.patcher, groups["all ff.net.2"]))
+    assert not torch.allclose(base, knocked)
+    assert torch.equal(base, toy.generate(["a red circle"], [0], steps=2))
