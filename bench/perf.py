@@ -180,9 +180,9 @@ def masked_sampling(subject: Subject, mask: fia.UnlearningMask, repeats: int) ->
 def masked_sampling_child(out_json: str, mask_path: str, size: str, repeats: str) -> None:
     """Masked sampling in a fresh process: what a mask costs a user who loads a model and samples.
 
-    In a process that ran saliency first, CPU convolution kernels (which no mask touches) ran
-    2-2.6x slower for whichever model was loaded after it, while the masked Linear layers' time
-    was unchanged (torch profiler); that history effect is reported separately.
+    In a process that had run saliency first, the CPU convolution kernels (which no mask
+    touches) took 1.0 s or 2.6 s for the same calls depending on which clone was loaded, while
+    the masked Linear layers' time was unchanged (torch profiler); that run is reported apart.
     """
     result = masked_sampling(sd15_subject(int(size)), fia.load_mask(mask_path), int(repeats))
     Path(out_json).write_text(json.dumps(result))

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from . import selection
 from .masks import compact_indices
 
 AGNOSTIC_MIN_SHARE = 2
@@ -32,13 +33,14 @@ def concept_counts(selected: list[torch.Tensor], numel: int) -> torch.Tensor:
     return counts
 
 
-def fuse_counts(counts: torch.Tensor, threshold: int | None, block: int = 1 << 18) -> tuple[torch.Tensor, torch.Tensor]:
+def fuse_counts(counts: torch.Tensor, threshold: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq.8: prune where 0 < s < tau_ca, keep (agnostic) where s >= tau_ca.
 
     threshold None = plain union (the paper's 'naive' fusion): everything selected is pruned.
-    Returns (pruned, kept_agnostic) as flat sorted indices, found `block` entries at a time.
+    Returns (pruned, kept_agnostic) as flat sorted indices, found one block of entries at a time.
     """
     pruned, kept = [], []
+    block = selection.BLOCK_ENTRIES
     for start in range(0, counts.numel(), block):
         part = counts[start:start + block]
         selected = part > 0

@@ -137,16 +137,13 @@ def time_integrated_sensitivity(
 
 
 def spatial_selection(
-    sensitivity: BlockSensitivity | torch.Tensor, r2: float, shape: tuple[int, int] | None = None
+    sensitivity: BlockSensitivity, r2: float, shape: tuple[int, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq.4-6: Q = (top r2 of each output row) AND (top r2 of the layer) AND (A > 0).
 
-    `sensitivity` is A, whole or as a function of a block of rows (then give `shape`).
+    `sensitivity` gives A for a block of rows of a layer of `shape`.
     Returns Q's (rows, columns) indices, built block by block.
     """
-    if isinstance(sensitivity, torch.Tensor):
-        whole, shape = sensitivity, tuple(sensitivity.shape)
-        sensitivity = lambda b: whole[b]  # noqa: E731
     rows, columns = shape
     blocks = list(row_blocks(rows, columns))
     layer_threshold = kth_largest_streamed(lambda: (sensitivity(b) for b in blocks), count_for(r2, rows * columns))

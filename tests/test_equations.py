@@ -109,14 +109,14 @@ def test_eq4_6_row_and_layer_intersection(engine, monkeypatch, block_entries):
     monkeypatch.setattr(engine.selection, "BLOCK_ENTRIES", block_entries)
     a = torch.tensor([[0.9, 0.1, 0.0, 0.0], [0.5, 0.4, 0.3, 0.0], [0.2, 0.0, 0.0, 0.0]])
     # r2 = 0.25: one per row (cols 4 * .25), top 3 of the 12 in the layer (0.9, 0.5, 0.4)
-    rows, cols = engine.selection.spatial_selection(a, r2=0.25)
+    rows, cols = engine.selection.spatial_selection(lambda b: a[b], 0.25, a.shape)
     assert rows.tolist() == [0, 1] and cols.tolist() == [0, 0]
 
 
 def test_eq4_6_never_selects_zero_scores(engine):
     a = torch.zeros(3, 4)
     a[0, 1] = 0.2
-    rows, cols = engine.selection.spatial_selection(a, r2=0.5)  # top-k alone would return 2 per row
+    rows, cols = engine.selection.spatial_selection(lambda b: a[b], 0.5, a.shape)  # top-k alone would return 2 per row
     assert rows.tolist() == [0] and cols.tolist() == [1]
 
 
