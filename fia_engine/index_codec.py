@@ -1,7 +1,11 @@
-"""Compact storage of sorted flat indices: gaps between neighbours as LEB128 varints.
+"""Compact storage of sorted flat indices as the gaps between neighbours.
 
-A mask keeps about one weight in a hundred, so neighbouring indices are typically tens apart:
-one byte each instead of four (int32) or the N/8 bytes a bitmap of the whole layer would take.
+Two codes. LEB128 varints (`encode_sorted`, mask format 1): whole bytes, at least 8 bits a gap.
+Rice codes (`encode_rice`, mask format 2): a gap g is q = g >> k in unary plus k low bits, with k
+chosen per stream to minimise the total -- close to the entropy of randomly placed indices
+(about 5.6 bits a gap at 6 % density, 9.1 at 0.5 %, where varints take 8 and 12.2). The unary parts,
+the low bits and the rare long quotients (varints) are kept in three separate runs so both
+directions are vectorised numpy, not a bit-by-bit loop.
 """
 
 from __future__ import annotations
@@ -49,3 +53,60 @@ def decode_sorted(data: torch.Tensor) -> torch.Tensor:
     # a gap is below the layer size (< 2**53), so float64 sums of its 7-bit parts are exact
     gaps = np.bincount(value_id, weights=parts.astype(np.float64), minlength=int(last.sum()))
     return torch.from_numpy(np.cumsum(gaps.astype(np.int64)))
+
+
+_RICE_HEADER = 4  # uint64 fields: count, k, unary bits, overflow bytes
+_MAX_UNARY = 32  # quotients from here on are stored as varints after the unary run
+
+
+def rice_bits(gaps: np.ndarray, k: int) -> int:
+    """Total bits of a Rice stream for these gaps with parameter k (overflow counted as unary)."""
+    return int(gaps.size * (k + 1) + (gaps >> np.uint64(k)).sum())
+
+
+def best_rice_parameter(gaps: np.ndarray) -> int:
+    if gaps.size == 0:
+        return 0
+    guess = int(np.log2(max(1.0, float(gaps.mean()) * 0.69)))
+    return min(range(max(0, guess - 2), guess + 3), key=lambda k: rice_bits(gaps, k))
+
+
+def encode_rice(indices: torch.Tensor) -> torch.Tensor:
+    """Sorted, unique, non-negative indices -> uint8 Rice stream of their gaps (first gap from 0)."""
+    values = indices.to(torch.int64).cpu().numpy()
+    gaps = np.diff(values, prepend=0).astype(np.uint64)
+    k = best_rice_parameter(gaps)
+    quotients = (gaps >> np.uint64(k)).astype(np.int64)
+    unary_q = np.minimum(quotients, _MAX_UNARY)
+    unary = np.ones(int(unary_q.sum()) + gaps.size, dtype=np.uint8)
+    unary[np.cumsum(unary_q + 1) - 1] = 0
+    low_bits = ((gaps[:, None] >> np.arange(k - 1, -1, -1, dtype=np.uint64)) & np.uint64(1)).astype(np.uint8)
+    overflow = encode_sorted(torch.from_numpy(np.cumsum(quotients[quotients >= _MAX_UNARY] - _MAX_UNARY)))
+    header = np.array([gaps.size, k, unary.size, overflow.numel()], dtype="<u8").view(np.uint8)
+    parts = [header, np.packbits(unary), np.packbits(low_bits.reshape(-1)), overflow.numpy()]
+    return torch.from_numpy(np.concatenate(parts))
+
+
+def decode_rice(data: torch.Tensor) -> torch.Tensor:
+    """Inverse of `encode_rice` -> int64 indices; ValueError on a damaged stream."""
+    raw = data.cpu().numpy().astype(np.uint8)
+    if raw.size < 8 * _RICE_HEADER:
+        raise ValueError("truncated index stream")
+    count, k, unary_bits, overflow_bytes = (int(v) for v in raw[: 8 * _RICE_HEADER].view("<u8"))
+    unary_end = 8 * _RICE_HEADER + (unary_bits + 7) // 8
+    low_end = unary_end + (count * k + 7) // 8
+    if k > 62 or low_end + overflow_bytes != raw.size:
+        raise ValueError("index stream length does not match its header")
+    unary = np.unpackbits(raw[8 * _RICE_HEADER: unary_end])[:unary_bits]
+    ends = np.flatnonzero(unary == 0)
+    if ends.size != count:
+        raise ValueError("index stream holds a different number of gaps than its header says")
+    quotients = np.diff(ends, prepend=-1).astype(np.int64) - 1
+    long = quotients == _MAX_UNARY
+    extra = np.diff(decode_sorted(torch.from_numpy(raw[low_end:].copy())).numpy(), prepend=0)
+    if extra.size != int(long.sum()):
+        raise ValueError("index stream's long quotients do not match its header")
+    quotients[long] += extra
+    low_bits = np.unpackbits(raw[unary_end:low_end])[: count * k].reshape(count, k).astype(np.int64)
+    low = low_bits @ (np.int64(1) << np.arange(k - 1, -1, -1, dtype=np.int64)) if k else np.zeros(count, np.int64)
+    return torch.from_numpy(np.cumsum((quotients << k) | low))

@@ -1,7 +1,7 @@
 """FIA_MASK files: safetensors (never pickle) with the metadata needed to refuse a wrong model.
 
-Tensors: `pruned/<key>` and `kept/<key>`: sorted flat indices into the weight, stored as varint
-gaps (uint8, see index_codec): about one byte per pruned weight.
+Tensors: `pruned/<key>` and `kept/<key>`: sorted flat indices into the weight, stored as Rice-coded
+gaps (uint8, see index_codec): 5.6-11.5 bits per pruned weight from 6% to 0.1% density. Format 1 files (varint gaps) still load.
 Metadata (strings): format, format_version, architecture, layers (keys, shapes, neuron columns),
 concepts, hyperparameters, fingerprint of the weights the mask was computed on, pruned count.
 """
@@ -14,13 +14,14 @@ from pathlib import Path
 import torch
 
 from .errors import FIAInputError
-from .index_codec import decode_sorted, encode_sorted
+from .index_codec import decode_rice, decode_sorted, encode_rice
 from .layers import FFLayer
 from .masks import UnlearningMask, compact_indices
 
 FORMAT = "fia-unlearning-mask"
-FORMAT_VERSION = 1
-INDEX_ENCODING = "leb128-gaps"
+FORMAT_VERSION = 2
+INDEX_ENCODING = "rice-gaps"
+DECODERS = {"rice-gaps": decode_rice, "leb128-gaps": decode_sorted}
 
 
 def save_mask(mask: UnlearningMask, path: str | Path, extra_metadata: dict[str, str] | None = None) -> Path:
@@ -28,8 +29,8 @@ def save_mask(mask: UnlearningMask, path: str | Path, extra_metadata: dict[str, 
 
     tensors = {}
     for layer in mask.layers:
-        tensors[f"pruned/{layer.key}"] = encode_sorted(mask.pruned[layer.key])
-        tensors[f"kept/{layer.key}"] = encode_sorted(mask.kept_agnostic[layer.key])
+        tensors[f"pruned/{layer.key}"] = encode_rice(mask.pruned[layer.key])
+        tensors[f"kept/{layer.key}"] = encode_rice(mask.kept_agnostic[layer.key])
     metadata = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
@@ -63,8 +64,8 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         ) from error
 
 
-def _indices(encoded: torch.Tensor, layer: FFLayer) -> torch.Tensor:
-    return compact_indices(decode_sorted(encoded), layer.out_features * layer.in_features)
+def _indices(encoded: torch.Tensor, layer: FFLayer, decode) -> torch.Tensor:
+    return compact_indices(decode(encoded), layer.out_features * layer.in_features)
 
 
 def load_mask(path: str | Path) -> UnlearningMask:
@@ -83,10 +84,11 @@ def load_mask(path: str | Path) -> UnlearningMask:
     try:
         layers = [FFLayer.from_dict(d) for d in json.loads(metadata["layers"])]
         tensors = load_file(str(path))
-        if metadata.get("index_encoding") != INDEX_ENCODING:
+        decode = DECODERS.get(metadata.get("index_encoding", ""))
+        if decode is None:
             raise ValueError(f"unknown index encoding {metadata.get('index_encoding')!r}")
-        pruned = {layer.key: _indices(tensors[f"pruned/{layer.key}"], layer) for layer in layers}
-        kept = {layer.key: _indices(tensors[f"kept/{layer.key}"], layer) for layer in layers}
+        pruned = {layer.key: _indices(tensors[f"pruned/{layer.key}"], layer, decode) for layer in layers}
+        kept = {layer.key: _indices(tensors[f"kept/{layer.key}"], layer, decode) for layer in layers}
         concepts = json.loads(metadata["concepts"])
         hyper = json.loads(metadata.get("hyperparameters", "{}"))
     except (KeyError, ValueError, TypeError) as error:

@@ -44,7 +44,7 @@ def test_save_then_load_gives_identical_mask(pack, mask, mask_folder):
         assert torch.equal(loaded.pruned[key], mask.pruned[key])
         assert torch.equal(loaded.kept_agnostic[key], mask.kept_agnostic[key])
     meta = pack.fia_engine.read_metadata(path)
-    assert meta["format"] == "fia-unlearning-mask" and meta["format_version"] == "1"
+    assert meta["format"] == "fia-unlearning-mask" and meta["format_version"] == "2" and meta["index_encoding"] == "rice-gaps"
     assert json.loads(meta["concepts"]) == ["cat", "dog", "bird"]
     hyper = json.loads(meta["hyperparameters"])
     assert hyper["alpha"] == 0.6 and hyper["per_concept"]["cat"]["r2"] == 0.05
@@ -89,27 +89,56 @@ def test_damaged_mask_is_refused(engine, mask, tmp_path):
     metadata = engine.read_metadata(path)
     key = next(iter(tensors))
     codec = engine.index_codec
-    tensors[key] = codec.encode_sorted(torch.tensor([3, 10**9]))
+    good = tensors[key]
+    tensors[key] = codec.encode_rice(torch.tensor([3, 10**9]))
     save_file(tensors, str(path), metadata=metadata)
     with pytest.raises(engine.FIAInputError, match="indices outside"):
         engine.load_mask(path)
-    tensors[key] = torch.tensor([0x85], dtype=torch.uint8)  # a continuation byte with nothing after it
+    for damaged in (good[:-1], good[:20], torch.cat([good, good[-1:]])):  # truncated, no header, trailing byte
+        tensors[key] = damaged.contiguous()
+        save_file(tensors, str(path), metadata=metadata)
+        with pytest.raises(engine.FIAInputError, match="damaged"):
+            engine.load_mask(path)
+
+
+def test_format_1_mask_files_still_load(engine, mask, tmp_path):
+    """Files written before the Rice code (varint gaps, format 1) keep working."""
+    path = engine.save_mask(mask, tmp_path / "m.safetensors")
+    from safetensors.torch import load_file
+
+    metadata = engine.read_metadata(path) | {"format_version": "1", "index_encoding": "leb128-gaps"}
+    tensors = {name: engine.index_codec.encode_sorted(engine.index_codec.decode_rice(t))
+               for name, t in load_file(str(path)).items()}
+    save_file(tensors, str(path), metadata=metadata)
+    loaded = engine.load_mask(path)
+    assert all(torch.equal(loaded.pruned[k], mask.pruned[k]) for k in mask.pruned)
+    tensors[next(iter(tensors))] = torch.tensor([0x85], dtype=torch.uint8)  # continuation byte, nothing after
     save_file(tensors, str(path), metadata=metadata)
     with pytest.raises(engine.FIAInputError, match="damaged"):
         engine.load_mask(path)
 
 
-@pytest.mark.parametrize("indices", [[], [0], [5, 6, 7], [127, 128, 16383, 16384, 2**31 + 5, 2**40]])
-def test_index_codec_round_trip(engine, indices):
-    codec = engine.index_codec
+INDEX_CASES = [[], [0], [0, 1, 2], [5, 6, 7], [127, 128, 16383, 16384, 2**31 + 5, 2**40],
+               list(range(0, 4000, 37)) + [10**7, 10**7 + 1, 3 * 10**7]]  # long gaps use the varint overflow
+
+
+@pytest.mark.parametrize("code", ["sorted", "rice"])
+@pytest.mark.parametrize("indices", INDEX_CASES)
+def test_index_codec_round_trip(engine, indices, code):
+    encode, decode = getattr(engine.index_codec, f"encode_{code}"), getattr(engine.index_codec, f"decode_{code}")
     original = torch.tensor(indices, dtype=torch.int64)
-    encoded = codec.encode_sorted(original)
-    assert encoded.dtype == torch.uint8 and torch.equal(codec.decode_sorted(encoded), original)
+    encoded = encode(original)
+    assert encoded.dtype == torch.uint8 and torch.equal(decode(encoded), original)
 
 
-def test_index_codec_is_about_one_byte_per_index_at_mask_density(engine):
+@pytest.mark.parametrize("density, entropy_bits", [(0.06, 5.45), (0.01, 8.08), (0.001, 11.4)])
+def test_rice_code_is_near_the_entropy_of_random_indices(engine, density, entropy_bits):
+    """Per index, within 0.3 bits of log2-binomial entropy (varints: 8-16 bits)."""
     gen = torch.Generator().manual_seed(0)
-    indices = torch.randperm(1_000_000, generator=gen)[:10_000].sort().values  # 1% density
-    encoded = engine.index_codec.encode_sorted(indices)
-    assert encoded.numel() < 1.4 * indices.numel()  # int32 would be 4 bytes each
-    assert torch.equal(engine.index_codec.decode_sorted(encoded), indices)
+    size = 2_000_000
+    indices = torch.randperm(size, generator=gen)[: int(size * density)].sort().values
+    encoded = engine.index_codec.encode_rice(indices)
+    bits = 8 * encoded.numel() / indices.numel()
+    assert entropy_bits - 0.1 < bits < entropy_bits + 0.3
+    assert bits < 8 * engine.index_codec.encode_sorted(indices).numel() / indices.numel()
+    assert torch.equal(engine.index_codec.decode_rice(encoded), indices)

@@ -108,13 +108,32 @@ def test_text_encoder_deterministic_and_shaped() -> None:
 
 def test_synonyms_and_unknown_words() -> None:
     enc = text.ToyTextEncoder()
-    for canon, syn in list(world.COLOUR_SYNONYMS.items()) + list(world.SHAPE_SYNONYMS.items()):
-        ic, is_ = enc.index[canon], enc.index[syn]
+    for canon, syn in world.SYNONYMS.items():
+        (ic,), (is_,) = enc.spelling[canon], enc.spelling[syn]
         assert ic != is_
         assert (enc.table[ic] - enc.table[is_]).abs().max() > 0.1
-    unk = enc.index["<unk>"]
+    unk = enc.spelling["<unk>"][0]
     assert enc.tokenize("a zebra")[2] == unk and enc.tokenize("a quokka")[2] == unk
     assert torch.equal(enc(["a zebra"]), enc(["a quokka"]))
+
+
+def test_piece_tokens_need_both_pieces_to_name_a_word() -> None:
+    enc = text.ToyTextEncoder(pieces=2)
+    spelled = {w: enc.spelling[w] for w in world.VOCAB if w not in world.FILLER_WORDS}
+    assert all(len(ids) == 2 for ids in spelled.values())
+    assert len({frozenset(ids) for ids in spelled.values()}) == len(spelled)
+    for canon, syn in world.SYNONYMS.items():
+        assert len(set(spelled[canon]) & set(spelled[syn])) == 1
+    users: dict[int, set[str]] = {}
+    for word, ids in spelled.items():
+        for i in ids:
+            users.setdefault(i, set()).add(word)
+    assert all(len(words) >= 2 for words in users.values())  # no piece names one word alone
+    ids = enc.tokenize("a red circle on a striped background")
+    assert ids[:12] == [enc.spelling["<bos>"][0], *enc.spelling["a"], *spelled["red"], *spelled["circle"],
+                        *enc.spelling["on"], *enc.spelling["a"], *spelled["striped"], *enc.spelling["background"],
+                        enc.spelling["<eos>"][0]]
+    assert torch.equal(enc.table[: len(text.SPECIAL)], text.ToyTextEncoder().table[: len(text.SPECIAL)])
 
 
 # --- evaluator ------------------------------------------------------------------------------
@@ -192,3 +211,26 @@ def test_attribution_knockouts_change_only_the_clone(toy) -> None:
     knocked = toy.generate(["a red circle"], [0], steps=2, patcher=attribution.zeroed(toy.patcher, groups["all ff.net.2"]))
     assert not torch.allclose(base, knocked)
     assert torch.equal(base, toy.generate(["a red circle"], [0], steps=2))
+
+
+# --- efficacy smoke test ----------------------------------------------------------------------
+
+SMOKE_CONCEPT = "circle"
+
+
+def test_fia_mask_lowers_the_concept_and_keeps_the_other_attributes(toy) -> None:
+    """One concept, few prompts: the mask must cut how often the concept shows, while the
+    prompts' colour (an attribute FIA was not asked to forget) reads as before."""
+    from fia_engine import apply_mask
+    from toyworld import forgetting as fg
+
+    settings = fg.ForgetSettings(num_pairs=10)
+    mask = fg.forget(toy, [SMOKE_CONCEPT], settings)
+    probes = fg.forget_probes(SMOKE_CONCEPT, 24, seed=31)
+    before = fg.generate(toy, probes)
+    after = fg.generate(toy, probes, apply_mask(toy.patcher, mask))
+    rate_before, rate_after = fg.forget_rate(before, SMOKE_CONCEPT), fg.forget_rate(after, SMOKE_CONCEPT)
+    colour_before = fg.attribute_accuracy(before, probes)["colour"]
+    colour_after = fg.attribute_accuracy(after, probes)["colour"]
+    assert rate_after <= rate_before - 0.25, (rate_before, rate_after)
+    assert colour_after >= colour_before - 0.15, (colour_before, colour_after)

@@ -33,11 +33,13 @@ def zeroed(patcher, keys: list[str]):
     return model
 
 
-def knockouts(patcher) -> dict[str, list[str]]:
+def knockouts(patcher, single_layers: bool = True) -> dict[str, list[str]]:
     _, ff_layers = layers_of_patcher(patcher)
     ff_keys = [layer.key for layer in ff_layers]
     value_keys = [key.replace("ff.net.2", "attn2.to_v") for key in ff_keys]
     groups = {"none (base model)": [], "all ff.net.2": ff_keys, "all attn2.to_v": value_keys}
+    if not single_layers:
+        return groups
     groups |= {key.removeprefix("diffusion_model.").removesuffix(".weight"): [key] for key in ff_keys}
     return groups
 
@@ -61,11 +63,12 @@ def main() -> None:
     parser.add_argument("--weights", default=None)
     parser.add_argument("--out", type=Path, default=Path("out/attribution.json"))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-single-layers", action="store_true", help="only the base and the all-layer knock-outs")
     parser.add_argument("--r2", type=float, nargs="*", default=[0.01, 0.03, 0.1], help="FIA rows (single concept)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     world = load_toyworld(args.weights) if args.weights else load_toyworld()
-    groups = knockouts(world.patcher)
+    groups = knockouts(world.patcher, single_layers=not args.no_single_layers)
     result = {"settings": {"probes": args.probes, **fg.GENERATION}, "concepts": {}}
     for i, concept in enumerate(args.concepts):
         probes = fg.forget_probes(concept, args.probes, seed=500 + i)

@@ -27,11 +27,10 @@ from fia_engine.saliency import SaliencyRecord
 
 from .evaluator import classify
 from .loader import ToyWorld
-from .world import BACKGROUNDS, COLOUR_NAMES, COLOUR_SYNONYMS, SHAPE_SYNONYMS, SHAPES, prompt_for
+from .world import BACKGROUNDS, COLOUR_NAMES, SHAPES, SYNONYMS, prompt_for
 
 KINDS = {"colour": COLOUR_NAMES, "shape": SHAPES, "background": BACKGROUNDS}
 ATTRIBUTE_INDEX = {"colour": 0, "shape": 1, "background": 2}
-SYNONYMS = COLOUR_SYNONYMS | SHAPE_SYNONYMS
 RECORDING = SamplingSettings(steps=25, recorded_steps=10, cfg=7.5, sampler_name="ddim", scheduler="normal",
                              width=32, height=32, prompts_per_batch=8)
 GENERATION = dict(steps=25, cfg=7.5, sampler="ddim", scheduler="normal")

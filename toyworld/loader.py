@@ -114,5 +114,5 @@ def load_toyworld(
     base.diffusion_model.eval()
     patcher = comfy.model_patcher.ModelPatcher(base, load_device=device, offload_device=torch.device("cpu"))
     te = json.loads(meta.get("text_encoder", "{}"))
-    encoder = ToyTextEncoder(dim=te.get("dim", tw_model.DIM), seed=te.get("seed", 1234))
+    encoder = ToyTextEncoder(dim=te.get("dim", tw_model.DIM), seed=te.get("seed", 1234), pieces=te.get("pieces", 0))
     return ToyWorld(patcher=patcher, encoder=encoder, metadata=meta)

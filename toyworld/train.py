@@ -116,6 +116,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--switch-step", type=int, default=0,
                     help="steps before this use --p-low sampling and no weighting; from it on "
                          "uniform timesteps with min-SNR weighting (the shipped run switched at 1650)")
+    ap.add_argument("--offset-noise", type=float, default=0.0,
+                    help="std of a per-(image, channel) constant added to the noise, so the model "
+                         "learns to set the global colour itself instead of reading it from the "
+                         "starting noise's mean (0: off)")
+    ap.add_argument("--pieces", type=int, default=0, choices=(0, 2),
+                    help="text tokens per attribute word (see toyworld/text.py)")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from these weights (a ToyWorld safetensors) instead of a seeded init")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
@@ -131,10 +139,12 @@ def main(argv: list[str] | None = None) -> None:
     base = tw_model.build_model()
     unet = base.diffusion_model
     tw_model.init_weights(unet, a.seed)
+    if a.init is not None:
+        unet.load_state_dict({k: v.float() for k, v in load_file(str(a.init)).items()}, strict=True)
     unet.train()
     sigmas = base.model_sampling.sigmas.float()
     alphas_cumprod = 1.0 / (1.0 + sigmas**2)
-    encoder = text.ToyTextEncoder()
+    encoder = text.ToyTextEncoder(pieces=a.pieces)
     ema = {n: p.detach().clone() for n, p in unet.named_parameters()}
     params = [p for p in unet.parameters()]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0, betas=(0.9, 0.99))
@@ -155,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         meta = {
             "format": "toyworld-unet-v1",
             "unet_config": json.dumps(tw_model.UNET_CONFIG),
-            "text_encoder": json.dumps({"dim": text.DIM, "seed": text.SEED, "max_tokens": text.MAX_TOKENS}),
+            "text_encoder": json.dumps(encoder.config()),
             "latent": "2x2 space-to-depth of 2*image-1, 12x16x16",
             "prediction": "eps",
             "schedule": "SD1.5 discrete, linear_start 0.00085, linear_end 0.012 (scaled linear)",
@@ -177,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
         phase2 = step >= a.switch_step
         t = timesteps_for(gen, a.batch, 0.0 if phase2 else a.p_low)
         eps = torch.randn(x0.shape, generator=gen)
+        if a.offset_noise > 0:
+            eps = eps + a.offset_noise * torch.randn(x0.shape[:2] + (1, 1), generator=gen)
         ac = alphas_cumprod[t].view(-1, 1, 1, 1)
         xt = ac.sqrt() * x0 + (1 - ac).sqrt() * eps
         pred = unet(xt, t.float(), context=context)

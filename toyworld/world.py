@@ -41,6 +41,7 @@ SHAPE_SYNONYMS: dict[str, str] = {
     "cross": "plus",
     "ring": "donut",
 }
+SYNONYMS: dict[str, str] = {**COLOUR_SYNONYMS, **SHAPE_SYNONYMS}
 COLOUR_NAMES: tuple[str, ...] = tuple(COLOURS)
 
 # Words the toy text encoder knows (anything else maps to the 'unk' embedding).
