@@ -77,7 +77,7 @@ def run_set(world, concepts: list[str], args, sweep: bool, save) -> dict:
     records = {}
     configs = dict(CONFIGS)
     if sweep:
-        configs |= {f"FIA r2={r2}": {"r2": r2} for r2 in (0.003, 0.03)}
+        configs |= {f"FIA r2={r2}": {"r2": r2} for r2 in (0.003, 0.03, 0.1)}
         configs |= {f"FIA alpha={alpha}": {"alpha": alpha} for alpha in (1.0,)}
     for name, overrides in configs.items():
         settings = dataclasses.replace(fg.ForgetSettings(num_pairs=args.pairs), **overrides)
