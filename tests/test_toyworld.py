@@ -213,7 +213,6 @@ def test_attribution_knockouts_change_only_the_clone(toy) -> None:
     assert torch.equal(base, toy.generate(["a red circle"], [0], steps=2))
 
 
-
 # --- efficacy smoke test ----------------------------------------------------------------------
 
 def test_fia_mask_lowers_the_concept_and_keeps_the_shape(toy) -> None:

@@ -20,7 +20,7 @@ from itertools import combinations
 
 import torch
 
-from .world import FILLER_WORDS, SYNONYMS, VOCAB
+from .world import BACKGROUNDS, FILLER_WORDS, SHAPE_SYNONYMS, SHAPES, SYNONYMS, VOCAB
 
 MAX_TOKENS = 77
 DIM = 64
@@ -37,7 +37,6 @@ def _unit_rms(table: torch.Tensor) -> torch.Tensor:
 def piece_assignment(seed: int = SEED, pool: int = PIECE_POOL) -> dict[str, tuple[int, int]]:
     """Seeded map word -> two piece ids: all pairs distinct, each synonym shares exactly one
     piece with its canonical word, and no piece is used by only one kind of word."""
-    canon_to_syn = dict(SYNONYMS)
     attribute_words = [w for w in VOCAB if w not in FILLER_WORDS]
     gen = torch.Generator().manual_seed(seed + 1)
     pairs = list(combinations(range(pool), 2))
@@ -51,7 +50,7 @@ def piece_assignment(seed: int = SEED, pool: int = PIECE_POOL) -> dict[str, tupl
                 continue
             pair = free.pop()
             out[word] = pair
-            syn = canon_to_syn.get(word)
+            syn = SYNONYMS.get(word)
             if syn is not None:
                 match = [p for p in free if len(set(p) & set(pair)) == 1]
                 if not match:
@@ -65,8 +64,6 @@ def piece_assignment(seed: int = SEED, pool: int = PIECE_POOL) -> dict[str, tupl
 
 
 def _pieces_span_kinds(assign: dict[str, tuple[int, int]]) -> bool:
-    from .world import BACKGROUNDS, SHAPE_SYNONYMS, SHAPES
-
     shape_words = set(SHAPES) | set(SHAPE_SYNONYMS.values())
     kinds: dict[int, set[str]] = {}
     for word, pair in assign.items():
