@@ -201,6 +201,27 @@ def test_loader_samples_with_comfy_sample(toy) -> None:
     assert torch.allclose(again, toy.generate(["a blue ring"], [3], steps=3, cfg=7.5, sampler="ddim"))
 
 
+def test_sampling_ignores_the_starting_noise_channel_means(toy) -> None:
+    """The UNet cannot see a latent channel's mean, so sampling starts from centred noise:
+    shifting every channel of the noise by a constant must not change the image."""
+    import comfy.sample
+
+    latent = toy.empty_latent(1)
+    noise = comfy.sample.prepare_noise(latent, 5)
+    shifted = noise + torch.linspace(-0.5, 0.5, 12).view(1, 12, 1, 1)
+    kept = shifted.clone()
+    pos, neg = toy.encode("a red circle on a gray background"), toy.encode("")
+
+    def sample(n):
+        return comfy.sample.sample(toy.patcher, n, 3, 7.5, "ddim", "normal", pos, neg, latent,
+                                     disable_pbar=True, seed=0)
+
+    assert torch.allclose(sample(noise), sample(shifted), atol=1e-4)
+    assert torch.equal(shifted, kept)  # the caller's noise is not modified
+    scaled = toy.patcher.model.model_sampling.noise_scaling(torch.tensor([2.0]), shifted, latent)
+    assert scaled.mean(dim=(2, 3)).abs().max() < 1e-5
+
+
 def test_attribution_knockouts_change_only_the_clone(toy) -> None:
     from toyworld import attribution
 
@@ -217,7 +238,7 @@ def test_attribution_knockouts_change_only_the_clone(toy) -> None:
 
 def test_fia_mask_lowers_the_concept_and_keeps_the_shape(toy) -> None:
     """One concept, few prompts: forgetting 'red' must cut how often red shows (measured on
-    this model: 62% -> 33%), leave the prompts' shapes as they were, and change red prompts'
+    this model: 79% -> 33%, 24 prompts), leave the prompts' shapes as they were, and change red prompts'
     images more than those of prompts that do not name red."""
     from fia_engine import apply_mask
     from toyworld import forgetting as fg

@@ -3,7 +3,8 @@
 The latent is a fixed 2x2 space-to-depth of the 32x32 image (no VAE), so attention runs
 over 16x16 tokens, which is what makes CPU training feasible. Everything else (block layout,
 `ff.net.2` feed-forward layers, epsilon prediction, SD's beta schedule) is stock SD1.5, so
-ComfyUI's samplers, ModelPatcher and the FIA nodes run on it unchanged.
+ComfyUI's samplers, ModelPatcher and the FIA nodes run on it unchanged. One departure: sampling
+starts from noise with each latent channel's spatial mean removed (`CentredNoiseSampling`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ setup_comfy()
 
 import comfy.latent_formats  # noqa: E402
 import comfy.model_base  # noqa: E402
+import comfy.model_sampling  # noqa: E402
 import comfy.supported_models  # noqa: E402
 
 from .text import DIM  # noqa: E402
@@ -61,6 +63,22 @@ class ToyWorldLatent(comfy.latent_formats.LatentFormat):
         self.latent_rgb_factors_bias = [0.0, 0.0, 0.0]
 
 
+class CentredNoiseSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.EPS):
+    """SD's discrete eps schedule, sampling from noise whose per-channel spatial mean is removed.
+
+    GroupNorm with one channel per group (width 32, 32 groups) makes the UNet blind to a latent
+    channel's spatial mean, so its eps prediction never contains the starting noise's mean and
+    the sampler reads that mean as signal: at t = 999 it reaches the image amplified about 14x
+    (measured), and because every channel is one sub-pixel of one colour, as saturated 2x2 colour
+    mosaics. A model that cannot see the mean should not be handed a random one: the channel means
+    are left for the prompt to set. This hooks the one place ComfyUI scales the starting noise.
+    """
+
+    def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
+        centred = noise - noise.mean(dim=(-2, -1), keepdim=True)
+        return super().noise_scaling(sigma, centred, latent_image, max_denoise)
+
+
 class ToyWorldConfig(comfy.supported_models.SD15):
     """SD1.5 model config with narrow widths, 12 latent channels and the toy latent format."""
 
@@ -71,6 +89,11 @@ class ToyWorldConfig(comfy.supported_models.SD15):
 
     def __init__(self, unet_config: dict[str, Any] | None = None) -> None:
         super().__init__(dict(UNET_CONFIG if unet_config is None else unet_config))
+
+    def get_model(self, state_dict, prefix="", device=None):
+        model = super().get_model(state_dict, prefix, device)
+        model.model_sampling = CentredNoiseSampling(self)
+        return model
 
     def inpaint_model(self) -> bool:
         # BASE treats in_channels > 4 as an inpaint model and would concat a mask input.
