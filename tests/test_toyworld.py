@@ -82,6 +82,17 @@ def test_render_background_labels() -> None:
     assert dotted_light < 0.25 < checker_light
 
 
+def test_word_kinds_cover_the_vocabulary_and_concepts_are_canonical() -> None:
+    from toyworld import forgetting
+
+    assert set(world.WORD_KINDS) == set(world.VOCAB) - set(world.FILLER_WORDS)
+    assert world.WORD_KINDS["crimson"] == "colour" and world.WORD_KINDS["donut"] == "shape"
+    assert [forgetting.kind_of(c) for c in ("red", "ring", "dotted")] == ["colour", "shape", "background"]
+    for word in ("crimson", "zebra"):
+        with pytest.raises(ValueError, match="not a ToyWorld colour"):
+            forgetting.kind_of(word)
+
+
 def test_prompts() -> None:
     assert world.prompt_for("red", "circle", "striped") == "a red circle on a striped background"
     assert world.prompt_for(None, "circle", "striped") == "a circle on a striped background"

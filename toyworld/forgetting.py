@@ -27,7 +27,7 @@ from fia_engine.saliency import SaliencyRecord
 
 from .evaluator import classify
 from .loader import ToyWorld
-from .world import BACKGROUNDS, COLOUR_NAMES, SHAPES, SYNONYMS, prompt_for
+from .world import BACKGROUNDS, COLOUR_NAMES, SHAPES, SYNONYMS, WORD_KINDS, prompt_for
 
 KINDS = {"colour": COLOUR_NAMES, "shape": SHAPES, "background": BACKGROUNDS}
 ATTRIBUTE_INDEX = {"colour": 0, "shape": 1, "background": 2}
@@ -37,10 +37,10 @@ GENERATION = dict(steps=25, cfg=7.5, sampler="ddim", scheduler="normal")
 
 
 def kind_of(concept: str) -> str:
-    for kind, values in KINDS.items():
-        if concept in values:
-            return kind
-    raise ValueError(f"'{concept}' is not a ToyWorld colour, shape or background")
+    """The attribute a concept names; synonyms are for rewording tests, never concepts."""
+    if concept not in WORD_KINDS or concept in SYNONYMS.values():
+        raise ValueError(f"'{concept}' is not a ToyWorld colour, shape or background")
+    return WORD_KINDS[concept]
 
 
 def label_with(concept: str, a: str, b: str) -> tuple[str, str, str]:

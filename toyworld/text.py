@@ -20,7 +20,7 @@ from itertools import combinations
 
 import torch
 
-from .world import BACKGROUNDS, FILLER_WORDS, SHAPE_SYNONYMS, SHAPES, SYNONYMS, VOCAB
+from .world import FILLER_WORDS, SYNONYMS, VOCAB, WORD_KINDS
 
 MAX_TOKENS = 77
 DIM = 64
@@ -64,12 +64,10 @@ def piece_assignment(seed: int = SEED, pool: int = PIECE_POOL) -> dict[str, tupl
 
 
 def _pieces_span_kinds(assign: dict[str, tuple[int, int]]) -> bool:
-    shape_words = set(SHAPES) | set(SHAPE_SYNONYMS.values())
     kinds: dict[int, set[str]] = {}
     for word, pair in assign.items():
-        kind = "shape" if word in shape_words else "background" if word in BACKGROUNDS else "colour"
         for p in pair:
-            kinds.setdefault(p, set()).add(kind)
+            kinds.setdefault(p, set()).add(WORD_KINDS[word])
     return all(len(k) >= 2 for k in kinds.values())
 
 

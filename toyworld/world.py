@@ -43,6 +43,11 @@ SHAPE_SYNONYMS: dict[str, str] = {
 }
 SYNONYMS: dict[str, str] = {**COLOUR_SYNONYMS, **SHAPE_SYNONYMS}
 COLOUR_NAMES: tuple[str, ...] = tuple(COLOURS)
+WORD_KINDS: dict[str, str] = {
+    **{w: "colour" for w in (*COLOUR_NAMES, *COLOUR_SYNONYMS.values())},
+    **{w: "shape" for w in (*SHAPES, *SHAPE_SYNONYMS.values())},
+    **{w: "background" for w in BACKGROUNDS},
+}
 
 # Words the toy text encoder knows (anything else maps to the 'unk' embedding).
 FILLER_WORDS: tuple[str, ...] = ("a", "on", "background", "shape")
