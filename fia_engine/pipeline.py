@@ -9,6 +9,7 @@ import torch
 from . import fusion, selection
 from .errors import FIAInputError
 from .masks import ConceptMasks, UnlearningMask, check_layers_match, compact_indices, warn_if_other_weights
+from .memory import release_freed_memory
 from .prompts import r2_for
 from .saliency import SaliencyRecord
 from .statistics import contrastive_saliency
@@ -67,6 +68,7 @@ def select_sensitive_neurons(
                 rows, cols = chosen.nonzero(as_tuple=True)
             flat = rows * layer.in_features + cols + layer.neuron_columns.start
             per_layer[layer.key] = compact_indices(flat, layer.out_features * layer.in_features).cpu()
+            release_freed_memory()
         selected[concept] = per_layer
         settings[concept] = {"r1": r1, "r2": ratio, "method": method, "form": record.form, "preset": record.preset}
     return ConceptMasks(
@@ -124,6 +126,8 @@ def fuse_masks(inputs: list[ConceptMasks], alpha: float = 0.6, mode: str = "conc
     for layer in masks.layers:
         counts = fusion.concept_counts([masks.selected[c][layer.key] for c in concepts], layer.out_features * layer.in_features)
         pruned[layer.key], kept[layer.key] = fusion.fuse_counts(counts, threshold)
+        del counts
+        release_freed_memory()
     mask = UnlearningMask(
         masks.architecture, list(masks.layers), pruned, kept, concepts,
         {"alpha": alpha, "fusion": mode, "agnostic_threshold": threshold, "per_concept": masks.settings,
