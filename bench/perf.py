@@ -159,8 +159,9 @@ def masked_sampling(subject: Subject, mask: fia.UnlearningMask, repeats: int, st
     Each step is timed between the sampler's callbacks, so loading and (re)patching a clone,
     which happens before the first step and which a user sampling one model repeatedly pays once,
     is left out; the first step is dropped as warm-up. Models take turns in every round (order
-    rotated) and the ratio is the median over rounds of the per-round ratios, so a slow minute
-    of a shared machine hits both sides of a ratio alike.
+    rotated) and a ratio is the median over rounds of the per-round ratios, so a slow minute of a
+    shared machine hits both sides alike. Wall-clock and process CPU time are both kept: on a
+    shared virtual machine wall time also counts time the host gave to others.
     """
     settings = subject.settings
     channels, height, width = latent_geometry(subject.patcher, settings.width, settings.height)
@@ -168,24 +169,30 @@ def masked_sampling(subject: Subject, mask: fia.UnlearningMask, repeats: int, st
     latent = torch.zeros(2, channels, height, width)
     noise = comfy.sample.prepare_noise(latent, 3)
 
-    def step_seconds(patcher) -> float:
-        stamps: list[float] = []
+    def step_seconds(patcher) -> dict[str, float]:
+        stamps: list[tuple[float, float]] = []
         comfy.sample.sample(patcher, noise, steps, 7.5, "euler", "normal", positive, negative, latent,
-                            disable_pbar=True, callback=lambda *_: stamps.append(time.perf_counter()))
-        return statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:]))
+                            disable_pbar=True, callback=lambda *_: stamps.append((time.perf_counter(), time.process_time())))
+        return {clock: statistics.median(b[i] - a[i] for a, b in zip(stamps[1:], stamps[2:]))
+                for i, clock in enumerate(("wall", "cpu"))}
 
     models = {"plain": subject.patcher, "patch": fia.apply_mask(subject.patcher, mask),
               "wrapper": fia.apply_mask(subject.patcher, mask, mode="wrapper")}
-    rounds: list[dict[str, float]] = []
+    rounds: list[dict[str, dict[str, float]]] = []
     for r in range(repeats + 1):
         names = list(models)[r % 3:] + list(models)[:r % 3]
         timed = {name: step_seconds(models[name]) for name in names}
         if r > 0:  # round 0 warms every model up
             rounds.append(timed)
+
+    def ratio(name: str, clock: str) -> float:
+        return statistics.median(t[name][clock] / t["plain"][clock] for t in rounds)
+
     return {
-        "step_seconds": {name: statistics.median(t[name] for t in rounds) for name in models},
-        "masked_sampling_ratio": statistics.median(t["patch"] / t["plain"] for t in rounds),
-        "wrapper_sampling_ratio": statistics.median(t["wrapper"] / t["plain"] for t in rounds),
+        "step_seconds": {name: {clock: statistics.median(t[name][clock] for t in rounds) for clock in ("wall", "cpu")}
+                         for name in models},
+        "masked_sampling_ratio": ratio("patch", "cpu"), "wrapper_sampling_ratio": ratio("wrapper", "cpu"),
+        "wall_clock_ratios": {"patch": ratio("patch", "wall"), "wrapper": ratio("wrapper", "wall")},
         "rounds": rounds, "steps_per_sample": steps,
     }
 
@@ -302,9 +309,10 @@ def mask_rows(result: dict) -> list[tuple[str, str, str]]:
     return [
         ("select_fuse_seconds, 10 concepts, SD1.5 shapes", f"{sf['select_fuse_seconds']:.1f}", ""),
         ("peak RSS of select+fuse above resident / largest layer (fp32)", f"{sf['peak_over_largest_layer']:.2f}", "<= 2"),
-        ("masked_sampling_ratio (patch mode, seconds per step), SD1.5, fresh process",
-         f"{ms['masked_sampling_ratio']:.3f}", "<= 1.02"),
-        ("wrapper mode step-time ratio, SD1.5, fresh process", f"{ms['wrapper_sampling_ratio']:.3f}", ""),
+        ("masked_sampling_ratio (patch mode, CPU seconds per step), SD1.5, fresh process",
+         f"{ms['masked_sampling_ratio']:.3f} (wall clock {ms['wall_clock_ratios']['patch']:.3f})", "<= 1.02"),
+        ("wrapper mode step-time ratio, SD1.5, fresh process",
+         f"{ms['wrapper_sampling_ratio']:.3f} (wall clock {ms['wall_clock_ratios']['wrapper']:.3f})", ""),
         ("mask_file_bytes, 10-concept SD1.5 mask", f"{sf['mask_file_bytes']:,} ({sf['pruned_weights']:,} pruned)", "<= 2 MB"),
         ("mask load + apply seconds, SD1.5", f"{result['mask_load_apply_sd15']['load_plus_apply_seconds']:.2f}", ""),
     ]

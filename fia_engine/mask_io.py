@@ -1,7 +1,9 @@
 """FIA_MASK files: safetensors (never pickle) with the metadata needed to refuse a wrong model.
 
-Tensors: `pruned/<key>` and `kept/<key>`: sorted flat indices into the weight, stored as Rice-coded
-gaps (uint8, see index_codec): 5.6-11.5 bits per pruned weight from 6% to 0.1% density. Format 1 files (varint gaps) still load.
+Tensors: `pruned/<key>` and `kept/<key>`: the weight's indices read column by column (neuron by
+neuron), stored as Rice-coded gaps (uint8, see index_codec): at most 5.6-11.5 bits per pruned weight
+from 6% to 0.1% density, less where the mask crowds into few neurons, as FIA's masks do. Format 1
+(varint gaps) and format 2 (Rice gaps, row by row) files still load.
 Metadata (strings): format, format_version, architecture, layers (keys, shapes, neuron columns),
 concepts, hyperparameters, fingerprint of the weights the mask was computed on, pruned count.
 """
@@ -14,14 +16,19 @@ from pathlib import Path
 import torch
 
 from .errors import FIAInputError
-from .index_codec import decode_rice, decode_sorted, encode_rice
+from .index_codec import column_major, decode_rice, decode_sorted, encode_rice, row_major
 from .layers import FFLayer
 from .masks import UnlearningMask, compact_indices
 
 FORMAT = "fia-unlearning-mask"
-FORMAT_VERSION = 2
-INDEX_ENCODING = "rice-gaps"
-DECODERS = {"rice-gaps": decode_rice, "leb128-gaps": decode_sorted}
+FORMAT_VERSION = 3
+INDEX_ENCODING = "rice-gaps-by-column"
+# index encoding -> (gap decoder, whether the indices were stored column by column)
+DECODERS = {
+    "rice-gaps-by-column": (decode_rice, True),
+    "rice-gaps": (decode_rice, False),
+    "leb128-gaps": (decode_sorted, False),
+}
 
 
 def save_mask(mask: UnlearningMask, path: str | Path, extra_metadata: dict[str, str] | None = None) -> Path:
@@ -29,8 +36,8 @@ def save_mask(mask: UnlearningMask, path: str | Path, extra_metadata: dict[str, 
 
     tensors = {}
     for layer in mask.layers:
-        tensors[f"pruned/{layer.key}"] = encode_rice(mask.pruned[layer.key])
-        tensors[f"kept/{layer.key}"] = encode_rice(mask.kept_agnostic[layer.key])
+        tensors[f"pruned/{layer.key}"] = encode_rice(column_major(mask.pruned[layer.key], layer.shape))
+        tensors[f"kept/{layer.key}"] = encode_rice(column_major(mask.kept_agnostic[layer.key], layer.shape))
     metadata = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
@@ -64,8 +71,14 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         ) from error
 
 
-def _indices(encoded: torch.Tensor, layer: FFLayer, decode) -> torch.Tensor:
-    return compact_indices(decode(encoded), layer.out_features * layer.in_features)
+def _indices(encoded: torch.Tensor, layer: FFLayer, encoding: str) -> torch.Tensor:
+    decode, by_column = DECODERS[encoding]
+    flat = decode(encoded)
+    if by_column:
+        if flat.numel() and (int(flat[0]) < 0 or int(flat[-1]) >= layer.out_features * layer.in_features):
+            raise ValueError(f"indices outside layer {layer.key}")
+        flat = row_major(flat, layer.shape)
+    return compact_indices(flat, layer.out_features * layer.in_features)
 
 
 def load_mask(path: str | Path) -> UnlearningMask:
@@ -84,11 +97,11 @@ def load_mask(path: str | Path) -> UnlearningMask:
     try:
         layers = [FFLayer.from_dict(d) for d in json.loads(metadata["layers"])]
         tensors = load_file(str(path))
-        decode = DECODERS.get(metadata.get("index_encoding", ""))
-        if decode is None:
-            raise ValueError(f"unknown index encoding {metadata.get('index_encoding')!r}")
-        pruned = {layer.key: _indices(tensors[f"pruned/{layer.key}"], layer, decode) for layer in layers}
-        kept = {layer.key: _indices(tensors[f"kept/{layer.key}"], layer, decode) for layer in layers}
+        encoding = metadata.get("index_encoding", "")
+        if encoding not in DECODERS:
+            raise ValueError(f"unknown index encoding {encoding!r}")
+        pruned = {layer.key: _indices(tensors[f"pruned/{layer.key}"], layer, encoding) for layer in layers}
+        kept = {layer.key: _indices(tensors[f"kept/{layer.key}"], layer, encoding) for layer in layers}
         concepts = json.loads(metadata["concepts"])
         hyper = json.loads(metadata.get("hyperparameters", "{}"))
     except (KeyError, ValueError, TypeError) as error:

@@ -44,7 +44,7 @@ def test_save_then_load_gives_identical_mask(pack, mask, mask_folder):
         assert torch.equal(loaded.pruned[key], mask.pruned[key])
         assert torch.equal(loaded.kept_agnostic[key], mask.kept_agnostic[key])
     meta = pack.fia_engine.read_metadata(path)
-    assert meta["format"] == "fia-unlearning-mask" and meta["format_version"] == "2" and meta["index_encoding"] == "rice-gaps"
+    assert meta["format"] == "fia-unlearning-mask" and meta["format_version"] == "3" and meta["index_encoding"] == "rice-gaps-by-column"
     assert json.loads(meta["concepts"]) == ["cat", "dog", "bird"]
     hyper = json.loads(meta["hyperparameters"])
     assert hyper["alpha"] == 0.6 and hyper["per_concept"]["cat"]["r2"] == 0.05
@@ -101,21 +101,44 @@ def test_damaged_mask_is_refused(engine, mask, tmp_path):
             engine.load_mask(path)
 
 
-def test_format_1_mask_files_still_load(engine, mask, tmp_path):
-    """Files written before the Rice code (varint gaps, format 1) keep working."""
+@pytest.mark.parametrize("version, encoding, code", [("1", "leb128-gaps", "sorted"), ("2", "rice-gaps", "rice")])
+def test_older_mask_formats_still_load(engine, mask, tmp_path, version, encoding, code):
+    """Files written before column-by-column storage (format 2: Rice gaps row by row) and before
+    the Rice code (format 1: varint gaps) keep working."""
     path = engine.save_mask(mask, tmp_path / "m.safetensors")
-    from safetensors.torch import load_file
-
-    metadata = engine.read_metadata(path) | {"format_version": "1", "index_encoding": "leb128-gaps"}
-    tensors = {name: engine.index_codec.encode_sorted(engine.index_codec.decode_rice(t))
-               for name, t in load_file(str(path)).items()}
+    metadata = engine.read_metadata(path) | {"format_version": version, "index_encoding": encoding}
+    encode = getattr(engine.index_codec, f"encode_{code}")
+    tensors = {f"pruned/{k}": encode(v) for k, v in mask.pruned.items()}
+    tensors |= {f"kept/{k}": encode(v) for k, v in mask.kept_agnostic.items()}
     save_file(tensors, str(path), metadata=metadata)
     loaded = engine.load_mask(path)
     assert all(torch.equal(loaded.pruned[k], mask.pruned[k]) for k in mask.pruned)
-    tensors[next(iter(tensors))] = torch.tensor([0x85], dtype=torch.uint8)  # continuation byte, nothing after
-    save_file(tensors, str(path), metadata=metadata)
-    with pytest.raises(engine.FIAInputError, match="damaged"):
-        engine.load_mask(path)
+    assert all(torch.equal(loaded.kept_agnostic[k], mask.kept_agnostic[k]) for k in mask.kept_agnostic)
+    if code == "sorted":
+        tensors[next(iter(tensors))] = torch.tensor([0x85], dtype=torch.uint8)  # continuation byte, nothing after
+        save_file(tensors, str(path), metadata=metadata)
+        with pytest.raises(engine.FIAInputError, match="damaged"):
+            engine.load_mask(path)
+
+
+def test_column_order_round_trips_and_shrinks_neuron_concentrated_masks(engine):
+    """Masks that crowd into a few neurons (columns), as FIA's do, store in far fewer bytes read
+    column by column; scattered masks cost about the same either way."""
+    codec = engine.index_codec
+    gen = torch.Generator().manual_seed(0)
+    shape = (320, 1280)
+    scattered = torch.randperm(shape[0] * shape[1], generator=gen)[:20_000].sort().values
+    columns = torch.randperm(shape[1], generator=gen)[:64]
+    dense = torch.rand(shape, generator=gen) < 0.5
+    concentrated = (torch.zeros(shape, dtype=torch.bool).index_fill_(1, columns, True) & dense).flatten().nonzero().flatten()
+    for indices in (scattered, concentrated):
+        by_column = codec.column_major(indices, shape)
+        assert torch.equal(codec.row_major(by_column, shape), indices)
+    size = {name: {order: codec.encode_rice(f(idx, shape) if f else idx).numel()
+                   for order, f in (("rows", None), ("columns", codec.column_major))}
+            for name, idx in (("scattered", scattered), ("concentrated", concentrated))}
+    assert size["concentrated"]["columns"] < 0.5 * size["concentrated"]["rows"]
+    assert 0.95 < size["scattered"]["columns"] / size["scattered"]["rows"] < 1.05
 
 
 INDEX_CASES = [[], [0], [0, 1, 2], [5, 6, 7], [127, 128, 16383, 16384, 2**31 + 5, 2**40],
