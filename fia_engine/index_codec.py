@@ -1,11 +1,12 @@
 """Compact storage of sorted flat indices as the gaps between neighbours.
 
 Two codes. LEB128 varints (`encode_sorted`, mask format 1): whole bytes, at least 8 bits a gap.
-Rice codes (`encode_rice`, mask format 2): a gap g is q = g >> k in unary plus k low bits, with k
-chosen per stream to minimise the total -- close to the entropy of randomly placed indices
+Rice codes (`encode_rice`, mask formats 2 and 3): a gap g is q = g >> k in unary plus k low bits,
+with k chosen per stream to minimise the total -- close to the entropy of randomly placed indices
 (about 5.6 bits a gap at 6 % density, 9.1 at 0.5 %, where varints take 8 and 12.2). The unary parts,
 the low bits and the rare long quotients (varints) are kept in three separate runs so both
-directions are vectorised numpy, not a bit-by-bit loop.
+directions are vectorised numpy, not a bit-by-bit loop. Format 3 codes a layer's indices in
+column-major order (`column_major`), where FIA's masks have short gaps.
 """
 
 from __future__ import annotations
