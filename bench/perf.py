@@ -206,9 +206,8 @@ def masked_sampling(subject: Subject, mask: fia.UnlearningMask, repeats: int, st
 def masked_sampling_child(out_json: str, mask_path: str, size: str, repeats: str) -> None:
     """Masked sampling in a fresh process: what a mask costs a user who loads a model and samples.
 
-    In a process that had run saliency first, the CPU convolution kernels (which no mask
-    touches) took 1.0 s or 2.6 s for the same calls depending on which clone was loaded, while
-    the masked Linear layers' time was unchanged (torch profiler); that run is reported apart.
+    The process that ran saliency first is measured too and reported apart: saliency moves
+    glibc's adaptive mmap threshold, which changes step times by a third (see STEADY_ALLOCATOR).
     """
     # The random weights (scale 0.02) push activations into float32's subnormal range, where x86
     # arithmetic is many times slower, and pruning changes how many land there: without flushing
