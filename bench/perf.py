@@ -186,7 +186,7 @@ def masked_sampling(subject: Subject, mask: fia.UnlearningMask, repeats: int, st
               "wrapper": fia.apply_mask(subject.patcher, mask, mode="wrapper")}
     rounds: list[dict[str, dict[str, float]]] = []
     for r in range(repeats + 1):
-        names = list(models)[r % 3:] + list(models)[:r % 3]
+        names = list(models)[r % len(models):] + list(models)[:r % len(models)]
         timed = {name: step_seconds(models[name]) for name in names}
         if r > 0:  # round 0 warms every model up
             rounds.append(timed)

@@ -72,13 +72,14 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
 
 def _indices(encoded: torch.Tensor, layer: FFLayer, encoding: str) -> torch.Tensor:
+    """Decoded indices (sorted, so the ends bound them), checked before the column order is
+    undone: its modular arithmetic would fold an out-of-range index back into the layer."""
     decode, by_column = DECODERS[encoding]
     flat = decode(encoded)
-    if by_column:
-        if flat.numel() and (int(flat[0]) < 0 or int(flat[-1]) >= layer.out_features * layer.in_features):
-            raise ValueError(f"indices outside layer {layer.key}")
-        flat = row_major(flat, layer.shape)
-    return compact_indices(flat, layer.out_features * layer.in_features)
+    numel = layer.out_features * layer.in_features
+    if flat.numel() and (int(flat[0]) < 0 or int(flat[-1]) >= numel):
+        raise ValueError(f"indices outside layer {layer.key}; the file is damaged")
+    return compact_indices(row_major(flat, layer.shape) if by_column else flat, numel)
 
 
 def load_mask(path: str | Path) -> UnlearningMask:
@@ -106,9 +107,4 @@ def load_mask(path: str | Path) -> UnlearningMask:
         hyper = json.loads(metadata.get("hyperparameters", "{}"))
     except (KeyError, ValueError, TypeError) as error:
         raise FIAInputError(f"mask file '{name}': damaged or incomplete ({error!r}). Save the mask again.") from error
-    for layer in layers:
-        numel = layer.out_features * layer.in_features
-        for indices in (pruned[layer.key], kept[layer.key]):
-            if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= numel):
-                raise FIAInputError(f"mask file '{name}': indices outside layer {layer.key}; the file is damaged.")
     return UnlearningMask(metadata["architecture"], layers, pruned, kept, concepts, hyper, metadata.get("fingerprint", ""))
