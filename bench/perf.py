@@ -8,6 +8,7 @@ Writes out/bench/perf.json and out/bench/perf.md. Medians of --repeats runs.
 from __future__ import annotations
 
 import argparse
+import collections
 import gc
 import json
 import os
@@ -22,6 +23,7 @@ import common
 
 common.setup()
 
+import comfy.model_management  # noqa: E402
 import comfy.patcher_extension  # noqa: E402
 import comfy.sample  # noqa: E402
 import tiny  # noqa: E402
@@ -158,64 +160,103 @@ def batch_scaling(subject: Subject, pairs: int, repeats: int) -> dict:
             for b in (1, 4, 8)}
 
 
-def masked_sampling(subject: Subject, mask: fia.UnlearningMask, repeats: int, steps: int = 10) -> dict:
-    """Seconds per sampler step, plain vs masked, interleaved round by round.
+def mask_modes(size: int, mask: fia.UnlearningMask) -> dict:
+    """Plain, patch-mode and wrapper-mode models, each on its own seeded copy of the SD1.5 UNet.
 
-    Each step is timed between the sampler's callbacks, so loading and (re)patching a clone,
-    which happens before the first step and which a user sampling one model repeatedly pays once,
-    is left out; the first step is dropped as warm-up. Models take turns in every round (order
-    rotated) and a ratio is the median over rounds of the per-round ratios, so a slow minute of a
-    shared machine hits both sides alike. Wall-clock and process CPU time are both kept: on a
-    shared virtual machine wall time also counts time the host gave to others.
+    Separate copies are each patched once, as for a user who samples the masked model over and
+    over; clones of one model would swap their patches on the shared module at every turn,
+    timing fresh allocations instead of the mask.
     """
-    settings = subject.settings
-    channels, height, width = latent_geometry(subject.patcher, settings.width, settings.height)
-    positive, negative = subject.encode("a photo of a cat"), subject.encode("")
+    return {"plain": sd15_subject(size).patcher, "patch": fia.apply_mask(sd15_subject(size).patcher, mask),
+            "wrapper": fia.apply_mask(sd15_subject(size).patcher, mask, mode="wrapper")}
+
+
+def paired_ratios(rounds: list[dict[str, float]], name: str) -> dict:
+    """Median and quartiles over rounds of `name`'s time over plain's time in the same round: the
+    models take turns within a round, so a slow minute of this shared machine hits both alike."""
+    ratios = [r[name] / r["plain"] for r in rounds]
+    quartiles = statistics.quantiles(ratios, n=4)
+    return {"median": statistics.median(ratios), "quartiles": [quartiles[0], quartiles[2]]}
+
+
+def rotations(names: list[str], count: int):
+    """`count` + 1 orders of `names`, rotated each time; the first is for warm-up."""
+    for r in range(count + 1):
+        yield r > 0, names[r % len(names):] + names[:r % len(names)]
+
+
+def sampler_step_ratios(models: dict, size: int, rounds: int, steps: int = 4) -> dict:
+    """Process CPU seconds per sampler step (comfy.sample.sample, timed between its callbacks, the
+    first step dropped), the models taking turns sample by sample."""
+    channels, height, width = latent_geometry(models["plain"], size, size)
+    encode = tiny.hashed_encoder(768)
+    positive, negative = encode("a photo of a cat"), encode("")
     latent = torch.zeros(2, channels, height, width)
     noise = comfy.sample.prepare_noise(latent, 3)
 
     def step_seconds(patcher) -> dict[str, float]:
         stamps: list[tuple[float, float]] = []
-        with torch.inference_mode():  # as ComfyUI runs every node
-            comfy.sample.sample(patcher, noise, steps, 7.5, "euler", "normal", positive, negative, latent, disable_pbar=True,
-                                callback=lambda *_: stamps.append((time.perf_counter(), time.process_time())))
+        comfy.sample.sample(patcher, noise, steps, 7.5, "euler", "normal", positive, negative, latent, disable_pbar=True,
+                            callback=lambda *_: stamps.append((time.perf_counter(), time.process_time())))
         return {clock: statistics.median(b[i] - a[i] for a, b in zip(stamps[1:], stamps[2:]))
                 for i, clock in enumerate(("wall", "cpu"))}
 
-    models = {"plain": subject.patcher, "patch": fia.apply_mask(subject.patcher, mask),
-              "wrapper": fia.apply_mask(subject.patcher, mask, mode="wrapper")}
-    rounds: list[dict[str, dict[str, float]]] = []
-    for r in range(repeats + 1):
-        names = list(models)[r % len(models):] + list(models)[:r % len(models)]
-        timed = {name: step_seconds(models[name]) for name in names}
-        if r > 0:  # round 0 warms every model up
-            rounds.append(timed)
-
-    def ratio(name: str, clock: str) -> float:
-        return statistics.median(t[name][clock] / t["plain"][clock] for t in rounds)
-
-    return {
-        "step_seconds": {name: {clock: statistics.median(t[name][clock] for t in rounds) for clock in ("wall", "cpu")}
-                         for name in models},
-        "masked_sampling_ratio": ratio("patch", "cpu"), "wrapper_sampling_ratio": ratio("wrapper", "cpu"),
-        "wall_clock_ratios": {"patch": ratio("patch", "wall"), "wrapper": ratio("wrapper", "wall")},
-        "rounds": rounds, "steps_per_sample": steps,
-    }
+    timed = []
+    for keep, names in rotations(list(models), rounds):
+        times = {name: step_seconds(models[name]) for name in names}
+        if keep:
+            timed.append(times)
+    by_clock = {clock: [{n: t[n][clock] for n in t} for t in timed] for clock in ("cpu", "wall")}
+    return {"step_seconds": {n: statistics.median(t[n] for t in by_clock["cpu"]) for n in models},
+            "cpu": {n: paired_ratios(by_clock["cpu"], n) for n in ("patch", "wrapper")},
+            "wall": {n: paired_ratios(by_clock["wall"], n) for n in ("patch", "wrapper")},
+            "rounds": len(timed), "steps_per_sample": steps}
 
 
-def masked_sampling_child(out_json: str, mask_path: str, size: str, repeats: str) -> None:
-    """Masked sampling in a fresh process: what a mask costs a user who loads a model and samples.
+def unet_call_ratios(models: dict, size: int, cycles: int) -> dict:
+    """Process CPU seconds of one UNet call (a cond + uncond batch of 2 prompts, as a CFG step
+    makes), the models taking turns call by call: the finest pairing, so the least noise."""
+    channels, height, width = latent_geometry(models["plain"], size, size)
+    encode = tiny.hashed_encoder(768)
+    context = torch.cat([encode("a photo of a cat")[0][0], encode("")[0][0]] * 2)
+    x = torch.randn(4, channels, height, width, generator=torch.Generator().manual_seed(0))
+    sigma = torch.full((4,), 5.0)
+    comfy.model_management.load_models_gpu(list(models.values()))  # each patched once, all kept loaded
+    timed = []
+    for keep, names in rotations(list(models), cycles):
+        times = {}
+        for name in names:
+            start = time.process_time()
+            models[name].model.apply_model(x, sigma, c_crossattn=context)
+            times[name] = time.process_time() - start
+        if keep:
+            timed.append(times)
+    def op_counts(patcher) -> collections.Counter:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+            patcher.model.apply_model(x, sigma, c_crossattn=context)
+        return collections.Counter({e.key: e.count for e in profile.key_averages()})
 
-    The process that ran saliency first is measured too and reported apart: saliency moves
-    glibc's adaptive mmap threshold, which changes step times by a third (see STEADY_ALLOCATOR).
-    """
+    ops = {name: op_counts(patcher) for name, patcher in models.items()}
+    return {"call_seconds": {n: statistics.median(t[n] for t in timed) for n in models},
+            "cpu": {n: paired_ratios(timed, n) for n in ("patch", "wrapper")}, "cycles": len(timed),
+            "ops_per_call": sum(ops["plain"].values()),
+            "ops_beyond_plain": {n: dict(ops[n] - ops["plain"]) for n in ("patch", "wrapper")}}
+
+
+def masked_sampling_child(out_json: str, mask_path: str, size: str, rounds: str) -> None:
+    """Masked sampling in a fresh process with a fixed glibc mmap threshold (STEADY_ALLOCATOR),
+    under `torch.inference_mode()` as ComfyUI runs every node."""
     # The random weights (scale 0.02) push activations into float32's subnormal range, where x86
     # arithmetic is many times slower, and pruning changes how many land there: without flushing
     # them the patched model's Linear layers ran 19% slower (torch profiler), with it 0%. Real
     # checkpoints do not live there; the flag takes the fake model's quirk out of the mask's cost.
     torch.set_flush_denormal(True)
-    result = masked_sampling(sd15_subject(int(size)), fia.load_mask(mask_path), int(repeats))
-    Path(out_json).write_text(json.dumps(result | {"flush_denormal": True}))
+    with torch.inference_mode():
+        models = mask_modes(int(size), fia.load_mask(mask_path))
+        result = {"size": int(size), "flush_denormal": True,
+                  "sampler_step": sampler_step_ratios(models, int(size), int(rounds)),
+                  "unet_call": unet_call_ratios(models, int(size), 2 * int(rounds))}
+    Path(out_json).write_text(json.dumps(result))
 
 
 def run_child(name: str, *args: str, env: dict | None = None) -> dict:
@@ -298,7 +339,6 @@ def mask_load_apply(subject: Subject, mask_path: Path, repeats: int) -> dict:
 
 def saliency_rows(result: dict) -> list[tuple[str, str, str]]:
     small, big = result["overhead_small"], result["overhead_sd15"]
-    after = result["masked_sampling_sd15_after_saliency"]
     rows = [
         (f"saliency_overhead_ratio, {small['model']}", f"{small['saliency_overhead_ratio']:.3f}", "<= 1.10"),
         (f"saliency_overhead_ratio, {big['model']}", f"{big['saliency_overhead_ratio']:.3f}", "<= 1.10"),
@@ -307,8 +347,6 @@ def saliency_rows(result: dict) -> list[tuple[str, str, str]]:
          "batches x T"),
         ("shared_base_speedup (5 concepts / 5 x 1 concept)", f"{result['shared_base']['shared_base_speedup']:.3f}", "<= 0.65"),
         ("saliency_state_bytes per concept, SD1.5 reference form", f"{big['saliency_state_bytes_per_concept']:,}", "<= 1 MB"),
-        ("patch / wrapper step-time ratios in the process that ran saliency first",
-         f"{after['masked_sampling_ratio']:.3f} / {after['wrapper_sampling_ratio']:.3f}", ""),
     ]
     return rows + [(f"saliency seconds, {small['model']}, {b} prompts per batch", f"{s:.2f}", "")
                    for b, s in result["batch_scaling_small"].items()]
@@ -319,10 +357,15 @@ def mask_rows(result: dict) -> list[tuple[str, str, str]]:
     return [
         ("select_fuse_seconds, 10 concepts, SD1.5 shapes", f"{sf['select_fuse_seconds']:.1f}", ""),
         ("peak RSS of select+fuse above resident / largest layer (fp32)", f"{sf['peak_over_largest_layer']:.2f}", "<= 2"),
-        ("masked_sampling_ratio (patch mode, CPU seconds per step), SD1.5, fresh process",
-         f"{ms['masked_sampling_ratio']:.3f} (wall clock {ms['wall_clock_ratios']['patch']:.3f})", "<= 1.02"),
-        ("wrapper mode step-time ratio, SD1.5, fresh process",
-         f"{ms['wrapper_sampling_ratio']:.3f} (wall clock {ms['wall_clock_ratios']['wrapper']:.3f})", ""),
+        *[(f"{label}, SD1.5 {ms['size']}x{ms['size']}, CPU seconds, {how}",
+           f"{r['cpu'][mode]['median']:.3f} ({r['cpu'][mode]['quartiles'][0]:.3f}-{r['cpu'][mode]['quartiles'][1]:.3f})",
+           target if mode == "patch" else "")
+          for how, r in ((f"per sampler step, median of {ms['sampler_step']['rounds']} rounds (quartiles)",
+                          ms["sampler_step"]),
+                         (f"per UNet call, median of {ms['unet_call']['cycles']} paired calls (quartiles)",
+                          ms["unet_call"]))
+          for label, mode, target in (("masked_sampling_ratio, patch mode", "patch", "<= 1.02"),
+                                      ("wrapper mode time ratio", "wrapper", ""))],
         ("mask_file_bytes, 10-concept SD1.5 mask", f"{sf['mask_file_bytes']:,} ({sf['pruned_weights']:,} pruned)", "<= 2 MB"),
         ("mask load + apply seconds, SD1.5", f"{result['mask_load_apply_sd15']['load_plus_apply_seconds']:.2f}", ""),
     ]
@@ -331,6 +374,8 @@ def mask_rows(result: dict) -> list[tuple[str, str, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sampling-rounds", type=int, default=16,
+                        help="rounds of plain / patch / wrapper sampling (4 steps each) for masked_sampling_ratio")
     parser.add_argument("--size", type=int, default=64, help="image size for the full-width SD1.5 UNet")
     parser.add_argument("--masks-only", action="store_true",
                         help="selection, mask file and masked sampling only (writes perf_masks.json/.md)")
@@ -352,10 +397,8 @@ def main() -> None:
         if not args.masks_only:
             result["overhead_sd15"] = overhead(sd15, 4, args.repeats)
         result["mask_load_apply_sd15"] = mask_load_apply(sd15, mask_path, args.repeats)
-        if not args.masks_only:
-            result["masked_sampling_sd15_after_saliency"] = masked_sampling(sd15, fia.load_mask(mask_path), args.repeats)
         del sd15
-        result["masked_sampling_sd15"] = run_child("masked_sampling", str(mask_path), str(args.size), str(args.repeats),
+        result["masked_sampling_sd15"] = run_child("masked_sampling", str(mask_path), str(args.size), str(args.sampling_rounds),
                                                    env=os.environ | STEADY_ALLOCATOR)
     rows = mask_rows(result) if args.masks_only else saliency_rows(result) + mask_rows(result)
     path = common.write("perf_masks" if args.masks_only else "perf", result, rows, "FIA performance")

@@ -32,7 +32,7 @@ DECODERS = {
 
 
 def save_mask(mask: UnlearningMask, path: str | Path, extra_metadata: dict[str, str] | None = None) -> Path:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {}
     for layer in mask.layers:
@@ -53,9 +53,19 @@ def save_mask(mask: UnlearningMask, path: str | Path, extra_metadata: dict[str, 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.write_bytes(_with_sorted_header(save(tensors, metadata=metadata)))
     tmp.replace(path)
     return path
+
+
+def _with_sorted_header(serialized: bytes) -> bytes:
+    """The same file with its JSON header's keys sorted: safetensors writes the metadata in hash
+    order, which changes from run to run, so equal masks would not hash equal as files."""
+    length = int.from_bytes(serialized[:8], "little")
+    header = json.loads(serialized[8:8 + length])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the data stays 8-byte aligned, as safetensors writes it
+    return len(text).to_bytes(8, "little") + text + serialized[8 + length:]
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

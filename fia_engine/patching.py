@@ -60,8 +60,12 @@ def prune_mask_adapter_class() -> type:
 
 
 def _masking_function(indices: torch.Tensor, strength: float):
+    on_device: dict[torch.device, torch.Tensor] = {}  # int64 indices per device: no copy per forward
+
     def mask_weight(weight: torch.Tensor) -> torch.Tensor:
-        return prune(weight.clone(), indices, strength)
+        if weight.device not in on_device:
+            on_device[weight.device] = indices.to(weight.device, torch.long)
+        return prune(weight.clone(), on_device[weight.device], strength)
 
     return mask_weight
 

@@ -190,7 +190,9 @@ def sample_recorded_steps(
     channels, height, width = geometry
     latent = torch.zeros((len(seeds), channels, height, width))
     noise = torch.cat([comfy.sample.prepare_noise(latent[:1], seed) for seed in seeds])
-    with contextlib.suppress(StopSampling):
+    # ComfyUI runs nodes in inference mode; scripts calling the engine get it here too, or
+    # autograd would build a graph through every UNet call
+    with torch.inference_mode(), contextlib.suppress(StopSampling):
         comfy.sample.sample(
             patcher, noise, settings.steps, settings.cfg, settings.sampler_name, settings.scheduler,
             positive, negative, latent, last_step=settings.recorded_steps, disable_pbar=True, seed=seeds[0],

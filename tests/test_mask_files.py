@@ -165,3 +165,15 @@ def test_rice_code_is_near_the_entropy_of_random_indices(engine, density, entrop
     assert entropy_bits - 0.1 < bits < entropy_bits + 0.3
     assert bits < 8 * engine.index_codec.encode_sorted(indices).numel() / indices.numel()
     assert torch.equal(engine.index_codec.decode_rice(encoded), indices)
+
+
+def test_equal_masks_save_to_identical_bytes(engine, mask, tmp_path):
+    """Users share and hash mask files: the bytes must depend on the mask alone."""
+    extra = {f"note_{i}": str(i) for i in range(8)}
+    first = engine.save_mask(mask, tmp_path / "a.safetensors", extra).read_bytes()
+    again = [engine.save_mask(mask, tmp_path / f"{i}.safetensors", dict(reversed(extra.items()))).read_bytes()
+             for i in range(3)]
+    assert all(data == first for data in again)
+    header_length = int.from_bytes(first[:8], "little")
+    assert header_length % 8 == 0
+    assert engine.read_metadata(tmp_path / "a.safetensors")["note_7"] == "7"
