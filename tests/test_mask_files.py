@@ -177,3 +177,15 @@ def test_equal_masks_save_to_identical_bytes(engine, mask, tmp_path):
     header_length = int.from_bytes(first[:8], "little")
     assert header_length % 8 == 0
     assert engine.read_metadata(tmp_path / "a.safetensors")["note_7"] == "7"
+
+
+def test_load_mask_lists_a_mask_saved_after_start(pack, mask, mask_folder):
+    """The browser's list comes from INPUT_TYPES, which ComfyUI asks again on every refresh."""
+    def listed():
+        kind, options = pack.nodes.FIALoadMask.INPUT_TYPES()["required"]["mask_name"]
+        assert kind == "COMBO"
+        return options["options"]
+
+    assert not any(name.startswith("later") for name in listed())
+    pack.nodes.FIASaveMask.execute(mask=mask, filename_prefix="later")
+    assert "later_00001_.safetensors" in listed()
