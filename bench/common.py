@@ -8,7 +8,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,12 +26,37 @@ def setup() -> None:
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(r["fn"] for r in interleaved_rounds({"fn": fn}, repeats, warm_up=False))
+
+
+def rotations(names: list[str], count: int, warm_up: bool = True) -> Iterator[tuple[bool, list[str]]]:
+    """(keep, order) for `count` rounds, the order rotated each round; a first warm-up round
+    (keep False) loads and warms every contender."""
+    for r in range(count + 1) if warm_up else range(1, count + 1):
+        yield r > 0, names[r % len(names):] + names[:r % len(names)]
+
+
+def interleaved_rounds(fns: dict[str, Callable[[], object]], repeats: int,
+                       warm_up: bool = True) -> list[dict[str, float]]:
+    """Wall seconds of each function per round, the functions taking turns within every round,
+    so a slow minute of a shared machine hits all of them alike."""
+    rounds = []
+    for keep, order in rotations(list(fns), repeats, warm_up):
+        times = {}
+        for name in order:
+            start = time.perf_counter()
+            fns[name]()
+            times[name] = time.perf_counter() - start
+        if keep:
+            rounds.append(times)
+    return rounds
+
+
+def paired_ratio(rounds: list[dict[str, float]], name: str, reference: str, scale: float = 1.0) -> dict:
+    """Median and quartiles over rounds of name's time / (scale x reference's time) in the same round."""
+    ratios = [r[name] / (scale * r[reference]) for r in rounds]
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return {"median": statistics.median(ratios), "quartiles": [quartiles[0], quartiles[2]]}
 
 
 def machine() -> dict:
