@@ -222,6 +222,7 @@ def unet_call_ratios(models: dict, size: int, cycles: int) -> dict:
             times[name] = time.process_time() - start
         if keep:
             timed.append(times)
+
     def op_counts(patcher) -> collections.Counter:
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
             patcher.model.apply_model(x, sigma, c_crossattn=context)
