@@ -30,6 +30,7 @@ import tiny  # noqa: E402
 import torch  # noqa: E402
 
 import fia_engine as fia  # noqa: E402
+from fia_engine.memory import process_memory_bytes  # noqa: E402
 from fia_engine.recording import batch_conditioning, latent_geometry  # noqa: E402
 from fia_engine.saliency import SaliencyRecord  # noqa: E402
 from fia_engine.statistics import Moments  # noqa: E402
@@ -278,13 +279,6 @@ def synthetic_record(layers: list[fia.FFLayer], concepts: int, steps: int, seed:
                           {n: "b" for n in names}, abs_weights, {}, {"sampling": {"recorded_steps": steps}}, "synthetic")
 
 
-def rss_bytes(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(field)
-
-
 def select_fuse_child(out_json: str, mask_path: str) -> None:
     """Runs in a fresh process so its peak RSS belongs to selection and fusion alone."""
     import comfy.supported_models
@@ -293,13 +287,13 @@ def select_fuse_child(out_json: str, mask_path: str) -> None:
     layers = fia.discover_ff_layers(model.diffusion_model, fia.architecture_of(model.model_config))
     record = synthetic_record(layers, concepts=10, steps=10)
     gc.collect()
-    resident = rss_bytes("VmRSS")
+    resident = process_memory_bytes("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak, to the current RSS
     start = time.perf_counter()
     masks = fia.select_sensitive_neurons(record, r1=0.05, r2=0.007)
     mask = fia.fuse_masks([masks], alpha=0.6)
     seconds = time.perf_counter() - start
-    peak = rss_bytes("VmHWM")
+    peak = process_memory_bytes("VmHWM")
     fia.save_mask(mask, mask_path)
     largest = max(layer.out_features * layer.in_features for layer in layers) * 4
     Path(out_json).write_text(json.dumps({

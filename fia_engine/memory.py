@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 
 
 @cache
@@ -25,3 +26,12 @@ def release_freed_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+def process_memory_bytes(field: str = "VmRSS") -> int:
+    """A memory figure of this process from Linux's /proc/self/status (VmRSS: resident now,
+    VmHWM: its peak), in bytes: how the trim's effect is measured."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")

@@ -163,18 +163,13 @@ def test_freed_memory_goes_back_to_the_os_on_glibc(engine):
     """Selection trims the heap after every layer; on this glibc machine the trim is found, and
     a freed 64 MB of small blocks no longer counts in the process's resident memory."""
     import platform
-    from pathlib import Path
 
     from fia_engine import memory
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("malloc_trim is glibc's")
     assert memory._malloc_trim() is not None
-
-    def resident() -> int:
-        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmRSS:"))
-        return int(line.split()[1]) * 1024
-
+    resident = memory.process_memory_bytes
     blocks = [torch.ones(1 << 16) for _ in range(256)]  # 256 KiB each: below glibc's mmap threshold
     keep = [torch.ones(16) for _ in range(256)]  # small live blocks that pin the heap's top
     before_free = resident()
