@@ -72,6 +72,8 @@ class ArchitectureSpec:
     MLPs); `default_streams` are the ones masked unless the user asks for others. `recording_cfg`
     is the guidance scale used while recording when the user leaves cfg at 0 (automatic).
     `unsupported` (non-empty) refuses a family whose layout is recognised but not handled yet.
+    `max_layers` is the most FF layers a model of the family has (all streams, largest variant):
+    a mask file claiming more is refused unread.
     """
 
     family: str
@@ -85,6 +87,7 @@ class ArchitectureSpec:
     recording_cfg: float = 7.5
     unsupported: str = ""
     notes: dict[str, str] = field(default_factory=dict)
+    max_layers: int = 128
 
 
 def _is_unet_ff_output(path: str, module: torch.nn.Module) -> bool:
@@ -126,18 +129,20 @@ FLUX_NOTE = (
 )
 
 ARCHITECTURES: list[ArchitectureSpec] = [
-    ArchitectureSpec("SD1.x", ("SD15",), _is_unet_ff_output, 512, notes={"layers": UNET_NOTE}),
-    ArchitectureSpec("SD2.x", ("SD20",), _is_unet_ff_output, 768, notes={"layers": UNET_NOTE}),
-    ArchitectureSpec("SDXL", ("SDXL", "SDXLRefiner"), _is_unet_ff_output, 1024, notes={"layers": UNET_NOTE}),
+    ArchitectureSpec("SD1.x", ("SD15",), _is_unet_ff_output, 512, notes={"layers": UNET_NOTE}, max_layers=16),
+    ArchitectureSpec("SD2.x", ("SD20",), _is_unet_ff_output, 768, notes={"layers": UNET_NOTE}, max_layers=16),
+    ArchitectureSpec(
+        "SDXL", ("SDXL", "SDXLRefiner"), _is_unet_ff_output, 1024, notes={"layers": UNET_NOTE}, max_layers=70
+    ),
     ArchitectureSpec(
         "SD3", ("SD3",), _linear_at(r"joint_blocks\.\d+\.(x_block|context_block)\.mlp\.fc2"), 1024,
         stream_of=_mmdit_stream, default_streams=("img",), all_streams=("img", "txt"), recording_cfg=4.5,
-        notes={"layers": MMDIT_NOTE},
+        notes={"layers": MMDIT_NOTE}, max_layers=75,  # SD3.5 large
     ),
     ArchitectureSpec(
         "Flux", ("Flux",), _linear_at(r"double_blocks\.\d+\.(img|txt)_mlp\.2|single_blocks\.\d+\.linear2"), 1024,
         neuron_range=_flux_neuron_range, stream_of=_flux_stream, default_streams=("img", "single"),
-        all_streams=("img", "txt", "single"), recording_cfg=1.0, notes={"layers": FLUX_NOTE},
+        all_streams=("img", "txt", "single"), recording_cfg=1.0, notes={"layers": FLUX_NOTE}, max_layers=76,
     ),
     # Flux.2 subclasses Flux's config: without its own entry it would be taken for Flux.1.
     ArchitectureSpec(
@@ -152,14 +157,23 @@ def register_architecture(spec: ArchitectureSpec) -> None:
     ARCHITECTURES[:] = [a for a in ARCHITECTURES if a.family != spec.family] + [spec]
 
 
+def generic_spec(family: str) -> ArchitectureSpec:
+    """A model family without its own entry: a UNet whose FF layers are `ff.net.2`."""
+    return ArchitectureSpec(family, (family,), _is_unet_ff_output, notes={"layers": UNET_NOTE + " (generic)"})
+
+
+def spec_of_family(family: str) -> ArchitectureSpec:
+    """The spec a mask's recorded family name refers to (the generic one for unlisted families)."""
+    return next((spec for spec in ARCHITECTURES if spec.family == family), None) or generic_spec(family)
+
+
 def architecture_of(model_config: object) -> ArchitectureSpec:
     """The spec whose config class is the nearest ancestor of the model's config class."""
     for cls in type(model_config).__mro__:
         for spec in ARCHITECTURES:
             if cls.__name__ in spec.config_classes:
                 return spec
-    name = type(model_config).__name__
-    return ArchitectureSpec(name, (name,), _is_unet_ff_output, notes={"layers": UNET_NOTE + " (generic)"})
+    return generic_spec(type(model_config).__name__)
 
 
 def discover_ff_layers(

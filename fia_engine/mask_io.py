@@ -6,11 +6,20 @@ from 6% to 0.1% density, less where the mask crowds into few neurons, as FIA's m
 (varint gaps) and format 2 (Rice gaps, row by row) files still load.
 Metadata (strings): format, format_version, architecture, layers (keys, shapes, neuron columns),
 concepts, hyperparameters, fingerprint of the weights the mask was computed on, pruned count.
+
+Mask files are shared, so loading trusts nothing: mask_schema bounds every metadata claim before
+an index is decoded, the decoders check every index as it is decoded, and pruned and kept must
+be disjoint. Saving writes a private temporary and then links it to a name that no other save
+holds, so concurrent saves never lose a file; temporaries left by killed saves are removed.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -18,20 +27,21 @@ import torch
 from .errors import FIAInputError
 from .index_codec import column_major, decode_rice, decode_sorted, encode_rice, row_major
 from .layers import FFLayer
-from .masks import UnlearningMask, compact_indices
+from .mask_schema import FORMAT, FORMAT_VERSION, VERSION_ENCODINGS, check_header_size, check_metadata, refuse
+from .masks import UnlearningMask
 
-FORMAT = "fia-unlearning-mask"
-FORMAT_VERSION = 3
-INDEX_ENCODING = "rice-gaps-by-column"
+INDEX_ENCODING = VERSION_ENCODINGS[FORMAT_VERSION]
 # index encoding -> (gap decoder, whether the indices were stored column by column)
 DECODERS = {
     "rice-gaps-by-column": (decode_rice, True),
     "rice-gaps": (decode_rice, False),
     "leb128-gaps": (decode_sorted, False),
 }
+STALE_SECONDS = 600  # a save takes well under a second; an older temporary belongs to a killed one
+__all__ = ["FORMAT", "FORMAT_VERSION", "load_mask", "read_metadata", "save_mask", "save_numbered_mask"]
 
 
-def save_mask(mask: UnlearningMask, path: str | Path, extra_metadata: dict[str, str] | None = None) -> Path:
+def mask_file_bytes(mask: UnlearningMask, extra_metadata: dict[str, str] | None = None) -> bytes:
     from safetensors.torch import save
 
     tensors = {}
@@ -50,12 +60,62 @@ def save_mask(mask: UnlearningMask, path: str | Path, extra_metadata: dict[str, 
         "pruned_weights": str(mask.pruned_count),
         "total_weights": str(mask.total_weights),
     } | (extra_metadata or {})
-    path = Path(path)
+    return _with_sorted_header(save(tensors, metadata=metadata))
+
+
+def save_mask(mask: UnlearningMask, path: str | Path, extra_metadata: dict[str, str] | None = None) -> Path:
+    """Writes (or replaces) `path`; readers see the old file or the whole new one, never a part."""
+    return _write(Path(path), mask_file_bytes(mask, extra_metadata), exclusive=False)
+
+
+def save_numbered_mask(mask: UnlearningMask, folder: str | Path, stem: str, first: int = 1) -> Path:
+    """Saves to `<stem>_<counter>_.safetensors` with the first counter from `first` that no file
+    holds, claimed atomically: two processes saving with one prefix get two files."""
+    data = mask_file_bytes(mask)
+    counter = first
+    while True:
+        try:
+            return _write(Path(folder) / f"{stem}_{counter:05}_.safetensors", data, exclusive=True)
+        except FileExistsError:
+            counter += 1
+
+
+def _write(path: Path, data: bytes, exclusive: bool) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(_with_sorted_header(save(tensors, metadata=metadata)))
-    tmp.replace(path)
+    remove_stale_temporaries(path.parent)
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(6)}.tmp")  # one per save: saves never share it
+    try:
+        with open(tmp, "xb") as handle:
+            handle.write(data)
+        if exclusive:
+            _link_new(tmp, path)
+        else:
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def _link_new(tmp: Path, path: Path) -> None:
+    """Gives the written file the name `path` atomically; FileExistsError where the name is taken."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: claim the name first, then fill it
+        open(path, "xb").close()
+        os.replace(tmp, path)
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Deletes temporaries of saves killed mid-write (older than STALE_SECONDS, so never a running save's)."""
+    now = time.time()
+    for stale in folder.glob("*.safetensors*.tmp"):
+        try:
+            if now - stale.stat().st_mtime > STALE_SECONDS:
+                stale.unlink()
+        except OSError:  # another process removed it first
+            pass
 
 
 def _with_sorted_header(serialized: bytes) -> bytes:
@@ -69,52 +129,72 @@ def _with_sorted_header(serialized: bytes) -> bytes:
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
+    """The file's metadata strings; its header is bounded before safetensors parses it."""
     from safetensors import safe_open
 
+    check_header_size(path)
     try:
         with safe_open(str(path), framework="pt") as handle:
             return dict(handle.metadata() or {})
     except Exception as error:  # safetensors raises several types for damaged files
-        raise FIAInputError(
-            f"mask file '{Path(path).name}': not a readable safetensors file ({error}). "
-            "Choose a file written by FIA Save Mask, or save the mask again."
-        ) from error
+        raise _unreadable(path, error) from error
 
 
-def _indices(encoded: torch.Tensor, layer: FFLayer, encoding: str) -> torch.Tensor:
-    """Decoded indices (sorted, so the ends bound them), checked before the column order is
-    undone: its modular arithmetic would fold an out-of-range index back into the layer."""
+def _unreadable(path: str | Path, error: Exception):
+    return refuse(Path(path).name, "file", f"not a readable safetensors file ({str(error)[:120]})",
+                  "Choose a file written by FIA Save Mask, or save the mask again")
+
+
+def _streams(path: str | Path, layers: list[FFLayer]) -> Iterator[tuple[str, FFLayer, torch.Tensor]]:
+    """(tensor name, layer, uint8 stream) one at a time, after checking the file holds exactly
+    the streams its layers need; only one stream is in memory at a time."""
+    from safetensors import safe_open
+
+    name = Path(path).name
+    wanted = [(f"{kind}/{layer.key}", layer) for layer in layers for kind in ("pruned", "kept")]
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            held = set(handle.keys())
+            missing = [key for key, _ in wanted if key not in held]
+            extra = held - {key for key, _ in wanted}
+            if missing or extra:
+                first = (missing or sorted(extra))[0]
+                raise refuse(name, "tensors", f"{'missing' if missing else 'unexpected'} tensor '{first[:120]}'")
+            for key, layer in wanted:
+                part = handle.get_slice(key)
+                if part.get_dtype() != "U8" or len(part.get_shape()) != 1:
+                    raise refuse(name, key, f"a {part.get_dtype()} tensor of shape {part.get_shape()}, not a byte stream")
+                yield key, layer, handle.get_tensor(key)
+    except (FIAInputError, GeneratorExit):
+        raise
+    except Exception as error:  # safetensors' own errors for damaged files
+        raise _unreadable(path, error) from error
+
+
+def _indices(name: str, key: str, layer: FFLayer, stream: torch.Tensor, encoding: str) -> torch.Tensor:
+    """A layer's flat row-major indices, each checked as it is decoded (strictly increasing,
+    inside the layer) before the column order is undone."""
     decode, by_column = DECODERS[encoding]
-    flat = decode(encoded)
     numel = layer.out_features * layer.in_features
-    if flat.numel() and (int(flat[0]) < 0 or int(flat[-1]) >= numel):
-        raise ValueError(f"indices outside layer {layer.key}; the file is damaged")
-    return compact_indices(row_major(flat, layer.shape) if by_column else flat, numel)
+    try:
+        flat = decode(stream, limit=numel)
+    except ValueError as error:
+        raise refuse(name, key, f"damaged index stream: {error}") from None
+    return row_major(flat, layer.shape).to(flat.dtype) if by_column else flat
 
 
 def load_mask(path: str | Path) -> UnlearningMask:
-    from safetensors.torch import load_file
-
     name = Path(path).name
-    metadata = read_metadata(path)
-    if metadata.get("format") != FORMAT:
-        raise FIAInputError(
-            f"mask file '{name}': this safetensors file is not an FIA mask (no '{FORMAT}' metadata); it may be "
-            "a checkpoint or LoRA. Choose a file written by FIA Save Mask."
-        )
-    version = int(metadata.get("format_version", "0"))
-    if version > FORMAT_VERSION:
-        raise FIAInputError(f"mask file '{name}': format version {version} is newer than this pack reads; update the pack.")
-    try:
-        layers = [FFLayer.from_dict(d) for d in json.loads(metadata["layers"])]
-        tensors = load_file(str(path))
-        encoding = metadata.get("index_encoding", "")
-        if encoding not in DECODERS:
-            raise ValueError(f"unknown index encoding {encoding!r}")
-        pruned = {layer.key: _indices(tensors[f"pruned/{layer.key}"], layer, encoding) for layer in layers}
-        kept = {layer.key: _indices(tensors[f"kept/{layer.key}"], layer, encoding) for layer in layers}
-        concepts = json.loads(metadata["concepts"])
-        hyper = json.loads(metadata.get("hyperparameters", "{}"))
-    except (KeyError, ValueError, TypeError) as error:
-        raise FIAInputError(f"mask file '{name}': damaged or incomplete ({error!r}). Save the mask again.") from error
-    return UnlearningMask(metadata["architecture"], layers, pruned, kept, concepts, hyper, metadata.get("fingerprint", ""))
+    header = check_metadata(name, read_metadata(path))
+    indices: dict[str, dict[str, torch.Tensor]] = {"pruned": {}, "kept": {}}
+    for key, layer, stream in _streams(path, header.layers):
+        indices[key.split("/", 1)[0]][layer.key] = _indices(name, key, layer, stream, header.encoding)
+    for layer in header.layers:
+        pruned, kept = indices["pruned"][layer.key], indices["kept"][layer.key]
+        if kept.numel() and pruned.numel() and torch.isin(kept, pruned).any():
+            raise refuse(name, f"kept/{layer.key}", "a weight is both pruned and kept")
+    mask = UnlearningMask(header.architecture, header.layers, indices["pruned"], indices["kept"], header.concepts,
+                          header.hyperparameters, header.fingerprint)
+    if header.pruned_weights is not None and header.pruned_weights != mask.pruned_count:
+        raise refuse(name, "pruned_weights", f"claims {header.pruned_weights:,}, the streams hold {mask.pruned_count:,}")
+    return mask

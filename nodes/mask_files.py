@@ -7,7 +7,8 @@ import os
 import folder_paths
 from comfy_api.latest import io, ui
 
-from ..fia_engine import FIAInputError, load_mask, save_mask
+from ..fia_engine import FIAInputError, load_mask
+from ..fia_engine.mask_io import save_numbered_mask
 from .types import CATEGORY, Mask
 
 MASK_FOLDER = "fia_masks"
@@ -45,7 +46,7 @@ class FIASaveMask(io.ComfyNode):
     def execute(cls, mask, filename_prefix) -> io.NodeOutput:
         root = folder_paths.get_folder_paths(MASK_FOLDER)[0]
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, root)
-        path = save_mask(mask, os.path.join(folder, f"{name}_{counter:05}_.safetensors"))
+        path = save_numbered_mask(mask, folder, name, counter)  # the counter another process takes is skipped
         shown = os.path.relpath(path, root)
         return io.NodeOutput(str(path), ui=ui.PreviewText(f"saved {shown}: {mask.pruned_count} weights, "
                                                           f"{', '.join(mask.concepts)}"))

@@ -50,7 +50,7 @@ def test_full_size_layer_counts(engine, name, family, total, default):
     spec = engine.architecture_of(cfg)
     every = engine.discover_ff_layers(model.diffusion_model, spec, ("all",))
     assert spec.family == family
-    assert len(every) == total
+    assert len(every) == total <= spec.max_layers  # a mask file may claim no more
     assert len(engine.discover_ff_layers(model.diffusion_model, spec)) == default
 
 
