@@ -12,16 +12,18 @@ from .masks import compact_indices
 AGNOSTIC_MIN_SHARE = 2
 
 
-def agnostic_threshold(alpha: float, num_concepts: int) -> int:
+def agnostic_threshold(alpha: float, num_concepts: int, rules: selection.SelectionRules = selection.FIXED_RULES) -> int:
     """tau_ca = ceil(alpha * C), but at least 2.
 
     The paper's rule (keep weights in >= ceil(alpha*C) masks) prunes nothing for C = 1 (every
     selected weight is 'shared by all concepts') and, for alpha*C <= 1, nothing at all. A weight
     chosen for a single concept is concept-specific by definition, so agnostic means shared by at
-    least two. From C = 3 at the paper's alphas this equals the paper's rule. The small epsilon
-    keeps float products such as 0.6 * 10 = 6.000000000000001 from rounding up.
+    least two (rules.agnostic_needs_two). From C = 3 at the paper's alphas this equals the paper's
+    rule. The small epsilon (rules.exact_ceil) keeps float products such as 0.28 * 25 =
+    7.000000000000001 from rounding up.
     """
-    return max(AGNOSTIC_MIN_SHARE, math.ceil(alpha * num_concepts - 1e-9))
+    product = alpha * num_concepts - (1e-9 if rules.exact_ceil else 0.0)
+    return max(AGNOSTIC_MIN_SHARE if rules.agnostic_needs_two else 1, math.ceil(product))
 
 
 def concept_counts(selected: list[torch.Tensor], numel: int) -> torch.Tensor:

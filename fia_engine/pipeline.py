@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import torch
@@ -33,8 +34,12 @@ def select_sensitive_neurons(
     r2_overrides: dict[str, float] | None = None,
     method: str = "fia",
     device: torch.device | str | None = None,
+    compatibility: str | selection.SelectionRules = "fixed",
 ) -> ConceptMasks:
     """Eq.3-6 for every concept. r2 = 0 uses the preset's paper value (Table 8).
+
+    compatibility "reference" reproduces the reference code's selection bit for bit, pitfalls
+    included (selection.SelectionRules); "fixed" (default) departs from it where it is wrong.
 
     Runs layer by layer on `device` (default: the GPU when there is one); masks come back to
     the CPU. CPU results are bit-identical from run to run.
@@ -43,6 +48,7 @@ def select_sensitive_neurons(
     check_ratio("r2", r2, allow_zero=True)
     if method not in SELECTION_METHODS:
         raise FIAInputError(f"method: '{method}' is unknown; use one of {', '.join(SELECTION_METHODS)}.")
+    rules = _rules(compatibility)
     if method == "conceptprune" and record.form != "reference":
         raise FIAInputError("method: ConceptPrune selection needs a saliency run with saliency_form = reference.")
     overrides = {k.lower(): v for k, v in (r2_overrides or {}).items()}
@@ -62,7 +68,7 @@ def select_sensitive_neurons(
                 step_saliency = _step_saliency(abs_weight, mean_c, mean_b, std_b, device)
                 shape = tuple(abs_weight.shape)
                 sensitivity = selection.time_integrated_sensitivity(step_saliency, shape, steps, r1)
-                rows, cols = selection.spatial_selection(sensitivity, ratio, shape)
+                rows, cols = selection.spatial_selection(sensitivity, ratio, shape, rules)
             else:
                 chosen = selection.conceptprune_selection(abs_weight.to(device, torch.float32), mean_c, mean_b, ratio)
                 rows, cols = chosen.nonzero(as_tuple=True)
@@ -70,11 +76,29 @@ def select_sensitive_neurons(
             per_layer[layer.key] = compact_indices(flat, layer.out_features * layer.in_features).cpu()
             release_freed_memory()
         selected[concept] = per_layer
-        settings[concept] = {"r1": r1, "r2": ratio, "method": method, "form": record.form, "preset": record.preset}
+        settings[concept] = {"r1": r1, "r2": ratio, "method": method, "form": record.form, "preset": record.preset,
+                             "compatibility": _rules_name(rules)}
     return ConceptMasks(
         record.architecture, list(record.layers), selected, settings, record.fingerprint,
         source={"saliency": record.settings, "recorded_steps": steps},
     )
+
+
+def _rules(compatibility: str | selection.SelectionRules) -> selection.SelectionRules:
+    """A named compatibility setting, or single switches (SelectionRules) for ablations."""
+    if isinstance(compatibility, selection.SelectionRules):
+        return compatibility
+    if compatibility not in selection.COMPATIBILITY:
+        raise FIAInputError(
+            f"compatibility: '{compatibility}' is unknown; use one of {', '.join(selection.COMPATIBILITY)}."
+        )
+    return selection.COMPATIBILITY[compatibility]
+
+
+def _rules_name(rules: selection.SelectionRules) -> str | dict:
+    """How the mask file states the rules: a setting's name, or the switches themselves."""
+    names = [name for name, known in selection.COMPATIBILITY.items() if known == rules]
+    return names[0] if names else dataclasses.asdict(rules)
 
 
 def _step_saliency(abs_weight, mean_c, mean_b, std_b, device) -> selection.StepSaliency:
@@ -112,16 +136,20 @@ def merge_concept_masks(inputs: list[ConceptMasks]) -> ConceptMasks:
     return merged
 
 
-def fuse_masks(inputs: list[ConceptMasks], alpha: float = 0.6, mode: str = "concept-agnostic") -> UnlearningMask:
-    """Eq.7-8 over all concepts of all inputs."""
+def fuse_masks(
+    inputs: list[ConceptMasks], alpha: float = 0.6, mode: str = "concept-agnostic",
+    compatibility: str | selection.SelectionRules = "fixed",
+) -> UnlearningMask:
+    """Eq.7-8 over all concepts of all inputs; compatibility as in select_sensitive_neurons."""
     check_ratio("alpha", alpha)
+    rules = _rules(compatibility)
     if mode not in FUSION_MODES:
         raise FIAInputError(f"fusion: '{mode}' is unknown; use one of {', '.join(FUSION_MODES)}.")
     if not inputs:
         raise FIAInputError("concept_masks: connect at least one FIA_CONCEPT_MASKS input.")
     masks = merge_concept_masks(inputs)
     concepts = masks.concepts
-    threshold = fusion.agnostic_threshold(alpha, len(concepts)) if mode == "concept-agnostic" else None
+    threshold = fusion.agnostic_threshold(alpha, len(concepts), rules) if mode == "concept-agnostic" else None
     pruned, kept = {}, {}
     for layer in masks.layers:
         counts = fusion.concept_counts([masks.selected[c][layer.key] for c in concepts], layer.out_features * layer.in_features)
@@ -130,7 +158,8 @@ def fuse_masks(inputs: list[ConceptMasks], alpha: float = 0.6, mode: str = "conc
         release_freed_memory()
     mask = UnlearningMask(
         masks.architecture, list(masks.layers), pruned, kept, concepts,
-        {"alpha": alpha, "fusion": mode, "agnostic_threshold": threshold, "per_concept": masks.settings,
+        {"alpha": alpha, "fusion": mode, "agnostic_threshold": threshold, "compatibility": _rules_name(rules),
+         "per_concept": masks.settings,
          "saliency": masks.source.get("saliency", {})},
         masks.fingerprint,
     )

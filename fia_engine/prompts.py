@@ -1,8 +1,11 @@
 """Concept/base prompt pairs (paper Tables 6-7): the contrast of Eq.2 is between them.
 
-A pair shares its placeholder and its noise seed, so both prompts start from the same latent
-and differ only by the concept. Base prompts do not depend on the concept, so concepts that use
-the same preset, placeholders and seed share one base set (its statistics are computed once).
+Built as the reference code builds them: the first n placeholders of the vocabulary, templates
+alternating by the placeholder's position in it, then the pairs shuffled with the seed. Every
+prompt of a run starts from one latent made from the seed (the reference resets the seed before
+each generation), so the base prompts' std measures only what the prompts change. Base prompts
+do not depend on the concept, so concepts of one preset, vocabulary and seed share one base set
+(its statistics are computed once).
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ PRESETS: dict[str, PromptPreset] = {
     ),
 }
 PRESET_NAMES = (*PRESETS, "custom")
+NOISE_PROTOCOLS = ("shared", "per-pair")
+"""shared: every prompt starts from the seed's latent (the reference). per-pair: pair k from seed + k."""
 
 
 @dataclass(frozen=True)
@@ -126,28 +131,38 @@ def resolve_preset(
     return chosen
 
 
-def build_prompt_pairs(concept: str, preset: PromptPreset, num_pairs: int, seed: int) -> list[PromptPair]:
-    """`num_pairs` pairs (0 = one per placeholder), placeholders shuffled with `seed`.
+def build_prompt_pairs(
+    concept: str, preset: PromptPreset, num_pairs: int, seed: int, noise: str = "shared"
+) -> list[PromptPair]:
+    """`num_pairs` pairs from the first placeholders (0 = all of them), shuffled with `seed`.
 
-    The shuffle and the pair seeds do not depend on the concept, so every concept of one run
-    gets the same base prompts with the same seeds.
+    noise "shared" gives every pair the seed itself; "per-pair" gives the k-th pair after the
+    shuffle seed + k (the pack's earlier protocol: the noise then enters the base std, Eq.2's
+    margin shrinks, and far fewer weights are selected). Neither the shuffle nor the seeds depend
+    on the concept, so every concept of one run gets the same base prompts.
     """
-    order = list(preset.placeholders)
-    random.Random(seed).shuffle(order)
-    count = num_pairs if num_pairs > 0 else len(order)
-    pairs = []
-    for k in range(count):
-        placeholder = order[k % len(order)]
-        concept_template = preset.concept_templates[k % len(preset.concept_templates)]
-        base_template = preset.base_templates[k % len(preset.base_templates)]
-        pairs.append(
-            PromptPair(
-                _fill(concept_template, concept, placeholder),
-                _fill(base_template, concept, placeholder),
-                seed + k,
-            )
+    if noise not in NOISE_PROTOCOLS:
+        raise FIAInputError(f"noise: '{noise}' is unknown; use one of {', '.join(NOISE_PROTOCOLS)}.")
+    vocabulary = preset.placeholders
+    count = num_pairs if num_pairs > 0 else len(vocabulary)
+    if count > len(vocabulary) and noise == "shared":
+        raise FIAInputError(
+            f"prompt_pairs: {count} pairs but only {len(vocabulary)} placeholders; with one shared starting "
+            f"latent a repeated placeholder repeats the same prompt. Use at most {len(vocabulary)}, add "
+            "placeholders, or choose noise per-pair."
         )
-    return pairs
+    pairs = []
+    for index in range(count):
+        placeholder = vocabulary[index % len(vocabulary)]
+        pairs.append((
+            _fill(preset.concept_templates[index % len(preset.concept_templates)], concept, placeholder),
+            _fill(preset.base_templates[index % len(preset.base_templates)], concept, placeholder),
+        ))
+    random.Random(seed).shuffle(pairs)
+    return [
+        PromptPair(concept_prompt, base_prompt, seed if noise == "shared" else seed + k)
+        for k, (concept_prompt, base_prompt) in enumerate(pairs)
+    ]
 
 
 def base_set_id(pairs: list[PromptPair]) -> str:

@@ -21,6 +21,12 @@ from .layers import FFLayer
 COND, UNCOND = 0, 1
 
 
+SCHEDULES = ("reference", "sampler")
+"""reference: the reference code's PNDM calls (SD1.x/SD2.x; other families fall back to the sampler).
+sampler: sampler_name and scheduler."""
+REFERENCE_SCHEDULE_FAMILIES = ("SD1.x", "SD2.x")
+
+
 @dataclass(frozen=True)
 class SamplingSettings:
     """How prompts are sampled while recording; defaults follow the paper (50 steps, T = 10, cfg 7.5)."""
@@ -34,6 +40,8 @@ class SamplingSettings:
     height: int = 0
     prompts_per_batch: int = 4
     pool_uncond: bool = True
+    schedule: str = "reference"
+    noise: str = "shared"
 
     def chunks_per_evaluation(self) -> frozenset[int]:
         """ComfyUI skips the uncond pass when cfg == 1."""
@@ -186,6 +194,8 @@ def sample_recorded_steps(
     """Samples one prompt batch until T evaluations are recorded; every prompt's noise comes from its own seed."""
     import comfy.sample
 
+    from . import plms
+
     settings = recorder.settings
     channels, height, width = geometry
     latent = torch.zeros((len(seeds), channels, height, width))
@@ -193,10 +203,17 @@ def sample_recorded_steps(
     # ComfyUI runs nodes in inference mode; scripts calling the engine get it here too, or
     # autograd would build a graph through every UNet call
     with torch.inference_mode(), contextlib.suppress(StopSampling):
-        comfy.sample.sample(
-            patcher, noise, settings.steps, settings.cfg, settings.sampler_name, settings.scheduler,
-            positive, negative, latent, last_step=settings.recorded_steps, disable_pbar=True, seed=seeds[0],
-        )
+        if settings.schedule == "reference":
+            sigmas = plms.plms_sigmas(patcher.get_model_object("model_sampling"), settings.steps)
+            comfy.sample.sample_custom(
+                patcher, noise, settings.cfg, plms.plms_sampler(settings.steps), sigmas, positive, negative, latent,
+                disable_pbar=True, seed=seeds[0],
+            )
+        else:
+            comfy.sample.sample(
+                patcher, noise, settings.steps, settings.cfg, settings.sampler_name, settings.scheduler,
+                positive, negative, latent, last_step=settings.recorded_steps, disable_pbar=True, seed=seeds[0],
+            )
     if not recorder.complete:
         raise RuntimeError(
             f"the sampler made {recorder.evaluation} model evaluations, fewer than the "

@@ -10,11 +10,18 @@ import torch
 from . import prompts as prompt_lib
 from .errors import FIAInputError
 from .layers import FFLayer, effective_weights, fingerprint, layers_of_patcher, modules_by_path, original_weights
-from .recording import ActivationRecorder, SamplingSettings, batch_conditioning, latent_geometry, sample_recorded_steps
+from .recording import (
+    REFERENCE_SCHEDULE_FAMILIES,
+    SCHEDULES,
+    ActivationRecorder,
+    SamplingSettings,
+    batch_conditioning,
+    latent_geometry,
+    sample_recorded_steps,
+)
 from .statistics import MomentAccumulator, Moments
 
 FORMS = ("reference", "exact")
-CONCEPT_MEAN_DTYPE = torch.float16
 Encoder = Callable[[str], list]
 Progress = Callable[[int, int], None]
 
@@ -74,6 +81,10 @@ def validate_sampling(settings: SamplingSettings, form: str) -> None:
         raise FIAInputError(f"scheduler: '{settings.scheduler}' is not a ComfyUI scheduler.")
     if settings.cfg < 0:
         raise FIAInputError("cfg: must not be negative.")
+    if settings.schedule not in SCHEDULES:
+        raise FIAInputError(f"schedule: '{settings.schedule}' is unknown; use one of {', '.join(SCHEDULES)}.")
+    if settings.noise not in prompt_lib.NOISE_PROTOCOLS:
+        raise FIAInputError(f"noise: '{settings.noise}' is unknown; use one of {', '.join(prompt_lib.NOISE_PROTOCOLS)}.")
 
 
 def compute_saliency(
@@ -100,6 +111,8 @@ def compute_saliency(
     if not concepts:
         raise FIAInputError("concepts: the list is empty. Write the concepts to forget, one per line.")
     spec, layers = layers_of_patcher(patcher, streams)
+    if settings.schedule == "reference" and spec.family not in REFERENCE_SCHEDULE_FAMILIES:
+        settings = replace(settings, schedule="sampler")  # the reference only ever sampled SD1.x
     if settings.cfg == 0:  # 0 = automatic, like width/height: the family's recording cfg (Flux: 1 = cond only)
         settings = replace(settings, cfg=spec.recording_cfg)
     width = settings.width or spec.native_size
@@ -109,7 +122,7 @@ def compute_saliency(
         raise FIAInputError(f"width/height: {width}x{height} is smaller than one latent pixel of this model.")
 
     if pairs is None:
-        pairs = {c: prompt_lib.build_prompt_pairs(c, preset, num_pairs, seed) for c in concepts}
+        pairs = {c: prompt_lib.build_prompt_pairs(c, preset, num_pairs, seed, settings.noise) for c in concepts}
     elif set(pairs) != set(concepts) or not all(pairs.values()):
         raise FIAInputError("pairs: give a non-empty list of prompt pairs for each concept, and only for them.")
     concept_base = {c: prompt_lib.base_set_id(p) for c, p in pairs.items()}
@@ -157,11 +170,8 @@ def compute_saliency(
             recorder.begin_batch(accumulators, len(chunk))
             positive = batch_conditioning([conditioning(text) for text, _ in chunk])
             sample_recorded_steps(work, recorder, positive, negative, [s for _, s in chunk], geometry)
-        # Concept means are kept in fp16 (1 MB per concept for SD1.5 instead of 2): its rounding,
-        # ~5e-4 relative, is far below the sampling error of a mean over tens of prompts. Base
-        # statistics are shared by all concepts and stay fp32.
-        mean_dtype = CONCEPT_MEAN_DTYPE if kind == "concept" else torch.float32
-        results[(kind, name)] = {key: acc.finalize(mean_dtype) for key, acc in accumulators.items()}
+        # fp32 like the reference: fp16 concept means flipped selections at Eq.2's margin
+        results[(kind, name)] = {key: acc.finalize(torch.float32) for key, acc in accumulators.items()}
 
     dtype = patcher.model.get_dtype()  # what inference uses; fp16 halves the record for fp16 checkpoints
     abs_weights = {layer.key: weights.pop(layer.key)[:, layer.neuron_columns].abs().to(dtype) for layer in layers}

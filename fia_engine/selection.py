@@ -1,22 +1,27 @@
 """Eq.3-6: from per-step saliency to the selected weights of one concept in one layer.
 
-Fixes over the reference code, each on purpose:
-- Eq.3's indicator counts only positive saliency: when fewer than r1 of the entries are
-  positive the top-r1 value is 0, and `S >= 0` would mark every weight as sensitive.
-- Eq.4-6 keep only A > 0: top-k always returns k entries, so without it zero-saliency weights
-  are pruned whenever too few weights respond to the concept.
-- Thresholds are k-th largest values and ties at a threshold are all kept, so the result does
-  not depend on how a top-k kernel breaks ties (bit-identical masks on CPU).
+The arithmetic is the reference code's: counts truncate (`max(1, int(r * n))`), Eq.3's indicator
+is `S > tau` with tau the k-th largest entry (so it only ever counts positive saliency), and A is
+formed with the reference's operations in the reference's order, in fp32. Where the reference is
+wrong the default departs from it, one switch each in `SelectionRules`:
+- positive_only: Eq.4-6 keep only A > 0. Top-k always returns k entries, so the reference prunes
+  zero-saliency weights whenever too few weights respond to the concept.
+- ties_by_value: thresholds are k-th largest values and ties at a threshold are all kept, so the
+  result does not depend on how a top-k kernel breaks ties (bit-identical masks on CPU and GPU).
+- agnostic_needs_two, exact_ceil: Eq.8's threshold, see fusion.agnostic_threshold.
+`REFERENCE_RULES` turns all of them off and reproduces the reference's masks bit for bit.
 
 Memory per layer: one block of rows at a time. S[t] and A are recomputed block by block from
 |W| and the column statistics whenever a pass needs them (cheap next to the memory they would
 take: A alone is the layer's size in fp32), and whole-layer thresholds come from a two-pass
 radix select, not from topk (whose CPU kernel copies the whole layer into (value, index) pairs).
+The reference rules need whole-layer top-k and hold A for one layer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import torch
 
@@ -29,9 +34,25 @@ BLOCK_ENTRIES = 1 << 18
 _BUCKETS = 1 << 16
 
 
+@dataclass(frozen=True)
+class SelectionRules:
+    """The documented departures from the reference code's selection and fusion (module docstring)."""
+
+    positive_only: bool = True  # Eq.4-6: never select A = 0
+    ties_by_value: bool = True  # Eq.4-5: value thresholds, every tie kept
+    agnostic_needs_two: bool = True  # Eq.8: one concept's weight is never concept-agnostic (C = 1 prunes)
+    exact_ceil: bool = True  # Eq.8: ceil(alpha * C) without float overshoot (0.28 * 25 -> 7, not 8)
+
+
+FIXED_RULES = SelectionRules()
+REFERENCE_RULES = SelectionRules(positive_only=False, ties_by_value=False, agnostic_needs_two=False, exact_ceil=False)
+COMPATIBILITY = {"fixed": FIXED_RULES, "reference": REFERENCE_RULES}
+"""fixed: the reference's arithmetic with its pitfalls fixed (default). reference: bit for bit."""
+
+
 def count_for(fraction: float, n: int) -> int:
-    """How many entries a top-`fraction` keeps out of n: round(fraction * n), at least 1."""
-    return min(n, max(1, round(fraction * n)))
+    """How many entries a top-`fraction` keeps out of n: int(fraction * n) (truncated, as the reference), at least 1."""
+    return min(n, max(1, int(fraction * n)))
 
 
 def row_blocks(rows: int, columns: int) -> Iterator[slice]:
@@ -95,8 +116,9 @@ def kth_largest(values: torch.Tensor, k: int, dim: int | None = None) -> torch.T
 
 
 def sensitive(saliency: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-    """1[S > tau] of Eq.3, counting only positive saliency (tau is the top-r1 value)."""
-    return (saliency >= tau) & (saliency > 0)
+    """1[S > tau] of Eq.3 (tau is the top-r1 value). S >= 0, so only positive saliency ever counts,
+    also when fewer than r1 of the entries are positive and tau is 0."""
+    return saliency > tau
 
 
 def time_integrated_sensitivity(
@@ -105,8 +127,9 @@ def time_integrated_sensitivity(
     """Eq.3: A = 0.5 * mean_t(S) / max(mean_t(S)) + 0.5 * mean_t(1[S > tau_t]).
 
     tau_t is the top-r1 value of S[t] over the whole layer. The division by the layer maximum is
-    the reference code's, so both halves lie in [0, 1]. Returns A as a function of a block of
-    rows: A is recomputed per block when asked, never held for the whole layer.
+    the reference code's, so both halves lie in [0, 1]; the operations and their order are the
+    reference's too, so A is bit-identical to it. Returns A as a function of a block of rows: A
+    is recomputed per block when asked, never held for the whole layer.
     """
     if steps < 1:
         raise ValueError("time_integrated_sensitivity needs at least one step")
@@ -115,14 +138,14 @@ def time_integrated_sensitivity(
     k = count_for(r1, rows * columns)
     taus = [kth_largest_streamed(lambda t=t: (step_saliency(t, b).float() for b in blocks), k) for t in range(steps)]
 
-    def summed(b: slice) -> torch.Tensor:
+    def mean_saliency(b: slice) -> torch.Tensor:
         total = step_saliency(0, b).to(torch.float32, copy=True)  # never sum into the caller's tensor
         for t in range(1, steps):
             total += step_saliency(t, b)
+        total /= steps
         return total
 
-    peak = max(float(summed(b).max()) for b in blocks)
-    scale = 0.5 / peak if peak > 0 else 0.0  # mean_t's 1/T cancels in the normalisation
+    peak = max(mean_saliency(b).max() for b in blocks).clamp_min(1e-12)
 
     def sensitivity(b: slice) -> torch.Tensor:
         total, hits = None, None
@@ -131,31 +154,49 @@ def time_integrated_sensitivity(
             hit = sensitive(saliency, taus[t])
             total = saliency.clone() if total is None else total.add_(saliency)
             hits = hit.to(torch.int16) if hits is None else hits.add_(hit)
-        return total.mul_(scale).add_(hits, alpha=0.5 / steps)
+        total /= steps
+        frequency = hits.float()
+        frequency /= steps
+        return 0.5 * (total / peak) + 0.5 * frequency
 
     return sensitivity
 
 
 def spatial_selection(
-    sensitivity: BlockSensitivity, r2: float, shape: tuple[int, int]
+    sensitivity: BlockSensitivity, r2: float, shape: tuple[int, int], rules: SelectionRules = FIXED_RULES
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq.4-6: Q = (top r2 of each output row) AND (top r2 of the layer) AND (A > 0).
+    """Eq.4-6: Q = (top r2 of each output row) AND (top r2 of the layer) [AND A > 0].
 
     `sensitivity` gives A for a block of rows of a layer of `shape`.
     Returns Q's (rows, columns) indices, built block by block.
     """
     rows, columns = shape
     blocks = list(row_blocks(rows, columns))
-    layer_threshold = kth_largest_streamed(lambda: (sensitivity(b) for b in blocks), count_for(r2, rows * columns))
-    k_row = count_for(r2, columns)
+    k_layer, k_row = count_for(r2, rows * columns), count_for(r2, columns)
+    if not rules.ties_by_value:
+        return _topk_selection(torch.cat([sensitivity(b) for b in blocks]), k_row, k_layer, rules.positive_only)
+    layer_threshold = kth_largest_streamed(lambda: (sensitivity(b) for b in blocks), k_layer)
     found_rows, found_columns = [], []
     for b in blocks:
         block = sensitivity(b)
-        chosen = (block >= kth_largest(block, k_row, dim=1)) & (block >= layer_threshold) & (block > 0)
+        chosen = (block >= kth_largest(block, k_row, dim=1)) & (block >= layer_threshold)
+        if rules.positive_only:
+            chosen &= block > 0
         r, c = chosen.nonzero(as_tuple=True)
         found_rows.append(r + b.start)
         found_columns.append(c)
     return torch.cat(found_rows), torch.cat(found_columns)
+
+
+def _topk_selection(a: torch.Tensor, k_row: int, k_layer: int, positive_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq.4-6 as the reference computes them: top-k indices, ties broken by the top-k kernel."""
+    row_set = torch.zeros_like(a, dtype=torch.bool).scatter_(1, torch.topk(a, k=k_row, dim=1, largest=True).indices, True)
+    layer_set = torch.zeros(a.numel(), dtype=torch.bool, device=a.device)
+    layer_set[torch.topk(a.flatten(), k=k_layer, largest=True).indices] = True
+    chosen = row_set & layer_set.view_as(a)
+    if positive_only:
+        chosen &= a > 0
+    return chosen.nonzero(as_tuple=True)
 
 
 def conceptprune_selection(

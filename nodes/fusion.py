@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..fia_engine import fuse_masks
+from ..fia_engine.selection import COMPATIBILITY
 from .types import CATEGORY, ConceptMasks, Mask
 
 EXTRA_INPUTS = 3
@@ -33,11 +34,15 @@ class FIAFuseMasks(io.ComfyNode):
                 io.Combo.Input("fusion", options=["concept-agnostic", "union"], default="concept-agnostic",
                                tooltip="concept-agnostic: the paper's fusion. union: prune every selected weight "
                                        "(forgets a bit more, costs image quality)."),
+                io.Combo.Input("compatibility", options=list(COMPATIBILITY), default="fixed", optional=True,
+                               tooltip="fixed: a weight of one concept is never concept-agnostic, so one concept "
+                                       "alone is pruned. reference: the reference code's rule ceil(alpha * C), "
+                                       "which prunes nothing for one concept."),
             ],
             outputs=[Mask.Output(display_name="mask", tooltip="The weights to prune; apply, save or inspect it.")],
         )
 
     @classmethod
-    def execute(cls, concept_masks, alpha, fusion, **more) -> io.NodeOutput:
+    def execute(cls, concept_masks, alpha, fusion, compatibility="fixed", **more) -> io.NodeOutput:
         inputs = [concept_masks] + [more[k] for k in sorted(more) if more[k] is not None]
-        return io.NodeOutput(fuse_masks(inputs, alpha, fusion))
+        return io.NodeOutput(fuse_masks(inputs, alpha, fusion, compatibility))

@@ -7,6 +7,8 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..fia_engine import PRESET_NAMES, SamplingSettings, compute_saliency, parse_concepts, resolve_preset
+from ..fia_engine.prompts import NOISE_PROTOCOLS
+from ..fia_engine.recording import SCHEDULES
 from .types import CATEGORY, Saliency
 
 
@@ -64,8 +66,8 @@ class FIAComputeConceptSaliency(io.ComfyNode):
                              tooltip="Concept/base prompt pairs per concept. 0 = one per placeholder (the "
                                      "reference code's choice: 30 for objects and art, 18 for explicit)."),
                 io.Int.Input("seed", default=1244, min=0, max=0xFFFFFFFF, control_after_generate=False,
-                             tooltip="Seed of the placeholder shuffle and of each pair's shared noise "
-                                     "(pair k uses seed + k). The paper uses 1244."),
+                             tooltip="Seed of the prompt shuffle and of the starting latent every prompt shares "
+                                     "(see noise). The paper uses 1244."),
                 io.Int.Input("steps", default=50, min=1, max=1000,
                              tooltip="Length of the sampling schedule the recorded steps are taken from (paper: 50)."),
                 io.Int.Input("recorded_steps", default=10, min=1, max=1000,
@@ -75,9 +77,10 @@ class FIAComputeConceptSaliency(io.ComfyNode):
                                tooltip="Classifier-free guidance while recording. 0 = the model family's value: "
                                        "7.5 for SD1.x/SD2.x/SDXL (paper), 4.5 for SD3, 1.0 for Flux (cond only)."),
                 io.Combo.Input("sampler_name", options=list(comfy.samplers.KSampler.SAMPLERS), default="euler",
-                               tooltip="Sampler used while recording."),
+                               tooltip="Sampler used while recording when schedule is 'sampler' (and for "
+                                       "families other than SD1.x/SD2.x)."),
                 io.Combo.Input("scheduler", options=list(comfy.samplers.KSampler.SCHEDULERS), default="normal",
-                               tooltip="Noise schedule used while recording."),
+                               tooltip="Noise schedule used with sampler_name."),
                 io.Int.Input("width", default=0, min=0, max=8192, step=8,
                              tooltip="Image width while recording; 0 = the model's native size (512 for SD1.x)."),
                 io.Int.Input("height", default=0, min=0, max=8192, step=8,
@@ -93,6 +96,16 @@ class FIAComputeConceptSaliency(io.ComfyNode):
                                tooltip="reference: |W|*||X_j|| as in the reference code (small, fast). exact: "
                                        "the paper's Eq.1 with the cosine term (keeps T weight-sized tensors per "
                                        "concept: about 2 GB per concept for SD1.5)."),
+                io.Combo.Input("schedule", options=list(SCHEDULES), default="reference", optional=True,
+                               tooltip="reference: the reference code's UNet calls, the first T of 50-step PNDM "
+                                       "(timesteps 981, 961, 961, 941, ...), so SD1.x/SD2.x statistics match the "
+                                       "paper's code; other families use sampler_name/scheduler. sampler: "
+                                       "sampler_name and scheduler for every family."),
+                io.Combo.Input("noise", options=list(NOISE_PROTOCOLS), default="shared", optional=True,
+                               tooltip="shared: every prompt starts from the seed's latent, as the reference "
+                                       "code, so the base prompts' spread measures only the prompts. per-pair: "
+                                       "pair k starts from seed + k (the noise then enters Eq.2's std and far "
+                                       "fewer weights are selected)."),
             ],
             outputs=[Saliency.Output(display_name="saliency",
                                      tooltip="Per concept, step and layer statistics for Select Sensitive Neurons.")],
@@ -101,10 +114,11 @@ class FIAComputeConceptSaliency(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip, concepts, preset, concept_template, base_template, placeholders, prompt_pairs,
                 seed, steps, recorded_steps, cfg, sampler_name, scheduler, width, height, prompts_per_batch,
-                streams, saliency_form) -> io.NodeOutput:
+                streams, saliency_form, schedule="reference", noise="shared") -> io.NodeOutput:
         concept_list = parse_concepts(concepts)
         chosen = resolve_preset(preset, concept_template, base_template, placeholders)
-        settings = SamplingSettings(steps, recorded_steps, cfg, sampler_name, scheduler, width, height, prompts_per_batch)
+        settings = SamplingSettings(steps, recorded_steps, cfg, sampler_name, scheduler, width, height, prompts_per_batch,
+                                    schedule=schedule, noise=noise)
         record = compute_saliency(model, clip_encoder(clip), concept_list, chosen, prompt_pairs, seed, settings,
                                   saliency_form, comfy_progress(), streams=(streams,))
         return io.NodeOutput(record)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..fia_engine import parse_r2_overrides, select_sensitive_neurons
+from ..fia_engine.selection import COMPATIBILITY
 from .types import CATEGORY, ConceptMasks, Saliency
 
 
@@ -30,12 +31,16 @@ class FIASelectSensitiveNeurons(io.ComfyNode):
                 io.Combo.Input("method", options=["fia", "conceptprune"], default="fia",
                                tooltip="fia: the paper's selection. conceptprune: the earlier ConceptPrune rule "
                                        "(row top-k per step, union over steps), for comparison."),
+                io.Combo.Input("compatibility", options=list(COMPATIBILITY), default="fixed", optional=True,
+                               tooltip="fixed: the reference code's arithmetic with its pitfalls fixed (never "
+                                       "selects zero-saliency weights; ties all kept). reference: the reference "
+                                       "code's masks bit for bit, pitfalls included, to match published numbers."),
             ],
             outputs=[ConceptMasks.Output(display_name="concept_masks",
                                          tooltip="One selection per concept, to fuse with FIA Fuse Masks.")],
         )
 
     @classmethod
-    def execute(cls, saliency, r1, r2, r2_overrides, method) -> io.NodeOutput:
+    def execute(cls, saliency, r1, r2, r2_overrides, method, compatibility="fixed") -> io.NodeOutput:
         overrides = parse_r2_overrides(r2_overrides, saliency.concepts)
-        return io.NodeOutput(select_sensitive_neurons(saliency, r1, r2, overrides, method))
+        return io.NodeOutput(select_sensitive_neurons(saliency, r1, r2, overrides, method, compatibility=compatibility))

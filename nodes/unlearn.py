@@ -19,7 +19,8 @@ from ..fia_engine import (
 from .saliency import clip_encoder, comfy_progress
 from .types import CATEGORY, Mask
 
-# What this node does not expose, at the paper's values: 50-step euler/normal schedule, the model's
+# What this node does not expose, at the paper's values: the reference code's 50-step PNDM calls for
+# SD1.x/SD2.x (euler/normal for other families), one starting latent for every prompt, the model's
 # native size, 4 prompts per batch, and cfg 0 = the family's recording cfg (7.5 for SD1.x, the paper's).
 # One constant, so tests can shrink the geometry.
 PAPER_SAMPLING = SamplingSettings(cfg=0.0)
@@ -55,7 +56,7 @@ class FIAUnlearn(io.ComfyNode):
                                      "objects and art, 18 for explicit). Fewer is faster and rougher; the paper "
                                      "says 5 well-chosen ones suffice."),
                 io.Int.Input("seed", default=1244, min=0, max=0xFFFFFFFF, control_after_generate=False,
-                             tooltip="Seed of the prompt shuffle and of each pair's shared noise (paper: 1244). "
+                             tooltip="Seed of the prompt shuffle and of the starting latent all prompts share (paper: 1244). "
                                      "It stays fixed between runs, so a rerun reuses the mask instead of "
                                      "recomputing it."),
                 io.Int.Input("recorded_steps", default=PAPER_SAMPLING.recorded_steps, min=1,

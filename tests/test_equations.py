@@ -61,8 +61,8 @@ def test_eq3_by_hand(engine):
     sel = engine.selection
     s1 = torch.tensor([[4.0, 0.0], [2.0, 1.0]])
     s2 = torch.tensor([[0.0, 0.0], [2.0, 3.0]])
-    # r1 = 0.25 -> k = 1: tau_1 = 4 (entry 0,0), tau_2 = 3 (entry 1,1)
-    a = sel.time_integrated_sensitivity(lambda t, rows: (s1, s2)[t][rows], (2, 2), 2, r1=0.25)(slice(None))
+    # r1 = 0.5 -> k = 2: tau_1 = 2, tau_2 = 2; S > tau marks (0,0) at t=1 and (1,1) at t=2
+    a = sel.time_integrated_sensitivity(lambda t, rows: (s1, s2)[t][rows], (2, 2), 2, r1=0.5)(slice(None))
     mean = (s1 + s2) / 2  # [[2, 0], [2, 2]], max 2
     hits = torch.tensor([[0.5, 0.0], [0.0, 0.5]])
     assert torch.allclose(a, 0.5 * mean / 2 + 0.5 * hits)
@@ -79,7 +79,7 @@ def test_eq3_blockwise_equals_whole_layer(engine, monkeypatch):
     assert a.shape == (13, 11)
     mean = torch.stack(steps).mean(0)
     k = sel.count_for(0.1, 13 * 11)
-    hits = torch.stack([(s >= s.flatten().sort().values[-k]) & (s > 0) for s in steps]).float().mean(0)
+    hits = torch.stack([s > s.flatten().sort().values[-k] for s in steps]).float().mean(0)
     assert torch.allclose(a, 0.5 * mean / mean.max() + 0.5 * hits)
 
 
@@ -120,14 +120,37 @@ def test_eq4_6_never_selects_zero_scores(engine):
     assert rows.tolist() == [0] and cols.tolist() == [1]
 
 
+def test_counts_truncate_like_the_reference(engine):
+    sel = engine.selection
+    assert sel.count_for(0.007, 1280) == 8  # 8.96: the reference's int(), not round()
+    assert sel.count_for(0.001, 100) == 1 and sel.count_for(1.0, 7) == 7
+
+
+def test_reference_rules_pad_with_zeros_and_break_ties_by_topk(engine):
+    """The reference's top-k returns k entries even when fewer are positive; the fixed rules never do."""
+    sel = engine.selection
+    a = torch.zeros(3, 4)
+    a[0, 1] = 0.2
+    rows, cols = sel.spatial_selection(lambda b: a[b], 0.5, a.shape, sel.REFERENCE_RULES)
+    assert len(rows) > 1 and (a[rows, cols] == 0).sum() == len(rows) - 1  # zero-saliency weights picked
+    rows, cols = sel.spatial_selection(lambda b: a[b], 0.5, a.shape, sel.FIXED_RULES)
+    assert rows.tolist() == [0] and cols.tolist() == [1]
+    tied = torch.tensor([[0.5, 0.5, 0.1, 0.0]])
+    assert len(sel.spatial_selection(lambda b: tied[b], 0.25, tied.shape, sel.FIXED_RULES)[0]) == 2  # both ties kept
+    assert len(sel.spatial_selection(lambda b: tied[b], 0.25, tied.shape, sel.REFERENCE_RULES)[0]) == 1
+
+
 def test_eq8_threshold_and_small_c_rule(engine):
     fusion = engine.fusion
     assert fusion.agnostic_threshold(0.6, 1) == 2  # C = 1: nothing is agnostic, all of Q is pruned
     assert fusion.agnostic_threshold(0.6, 2) == 2
     assert fusion.agnostic_threshold(0.6, 5) == 3
-    assert fusion.agnostic_threshold(0.7, 10) == 7  # 0.7 * 10 = 7.000000000000001 in floats
+    assert fusion.agnostic_threshold(0.28, 25) == 7  # 0.28 * 25 = 7.000000000000001 in floats
     assert fusion.agnostic_threshold(0.8, 5) == 4
     assert fusion.agnostic_threshold(0.1, 5) == 2  # never 1: a weight of one concept is concept-specific
+    reference = engine.selection.REFERENCE_RULES
+    assert fusion.agnostic_threshold(0.6, 1, reference) == 1  # the reference: one concept prunes nothing
+    assert fusion.agnostic_threshold(0.28, 25, reference) == 8  # and its float overshoot
 
 
 def test_eq7_8_counts_and_fusion(engine):

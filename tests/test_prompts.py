@@ -3,17 +3,28 @@
 import pytest
 
 
-def test_pairs_share_seed_and_placeholder(engine):
+def test_pairs_are_built_like_the_reference(engine):
     p = engine.prompts
     pairs = p.build_prompt_pairs("golf ball", p.PRESETS["objects"], 4, seed=1244)
-    assert len(pairs) == 4
-    for k, pair in enumerate(pairs):
-        assert pair.seed == 1244 + k
+    assert {pair.base_prompt for pair in pairs} == {f"a {place}" for place in p.PLACES[:4]}
+    for pair in pairs:
+        assert pair.seed == 1244  # one starting latent for every prompt of the run
         place = pair.base_prompt.removeprefix("a ")
-        assert place in p.PLACES and pair.concept_prompt.endswith(place)
-        assert "golf ball" in pair.concept_prompt and "golf ball" not in pair.base_prompt
-    assert pairs[0].concept_prompt.startswith("a golf ball in a ")
-    assert pairs[1].concept_prompt.startswith("a golf ball near the ")
+        template = "a golf ball in a " if p.PLACES.index(place) % 2 == 0 else "a golf ball near the "
+        assert pair.concept_prompt == template + place
+    assert [x.base_prompt for x in pairs] != [f"a {place}" for place in p.PLACES[:4]]  # shuffled
+    per_pair = p.build_prompt_pairs("golf ball", p.PRESETS["objects"], 4, seed=1244, noise="per-pair")
+    assert [x.seed for x in per_pair] == [1244, 1245, 1246, 1247]
+    assert [x.concept_prompt for x in per_pair] == [x.concept_prompt for x in pairs]
+
+
+def test_shared_noise_refuses_repeated_placeholders(engine):
+    p = engine.prompts
+    with pytest.raises(engine.FIAInputError, match="prompt_pairs: 31 pairs but only 30 placeholders"):
+        p.build_prompt_pairs("cat", p.PRESETS["objects"], 31, seed=0)
+    assert len(p.build_prompt_pairs("cat", p.PRESETS["objects"], 31, seed=0, noise="per-pair")) == 31
+    with pytest.raises(engine.FIAInputError, match="noise: 'fresh' is unknown"):
+        p.build_prompt_pairs("cat", p.PRESETS["objects"], 3, seed=0, noise="fresh")
 
 
 def test_concepts_share_base_sets(engine):
