@@ -1,9 +1,13 @@
 """FIA on ToyWorld: prompt pairs per attribute, and the paper's forget/preserve protocol in miniature.
 
 A concept is one attribute value: a colour ("red"), a shape ("circle") or a background
-("striped"). Its pair contrasts a prompt naming it with the same prompt leaving it out, which
-ToyWorld saw in training (attributes are dropped at random): "a red square on a gray background"
-vs "a square on a gray background".
+("striped"). Its pair contrasts a prompt naming it with the same scene without it, as the
+paper's base prompts do (world version 3, `world.without`): a colour like an art style ("a red
+square on a gray background" vs "a square on a gray background", a white square), a shape like
+an object ("a red circle on a striped background" vs "a striped background"), a background like
+a place ("a red circle on a striped background" vs "a red circle", on the plain background). A
+version-2 model gets version 2's pairs: the word left out, nothing else ("a red shape on a
+striped background"), whose image showed a random value of the attribute.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from fia_engine.saliency import SaliencyRecord
 
 from .evaluator import classify
 from .loader import ToyWorld
-from .world import BACKGROUNDS, COLOUR_NAMES, SHAPES, SYNONYMS, WORD_KINDS, prompt_for
+from .world import BACKGROUNDS, COLOUR_NAMES, SHAPES, SYNONYMS, WORD_KINDS, WORLD_VERSION, Label, prompt_for, without
 
 KINDS = {"colour": COLOUR_NAMES, "shape": SHAPES, "background": BACKGROUNDS}
 ATTRIBUTE_INDEX = {"colour": 0, "shape": 1, "background": 2}
@@ -58,17 +62,22 @@ def other_values(concept: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return others[0], others[1]
 
 
-def concept_pairs(concept: str, num_pairs: int = 30, seed: int = 1244) -> list[PromptPair]:
+def concept_pairs(concept: str, num_pairs: int = 30, seed: int = 1244,
+                  world_version: int = WORLD_VERSION) -> list[PromptPair]:
     """Pairs over all combinations of the other two attributes, shuffled with `seed`."""
     first, second = other_values(concept)
     combos = [(a, b) for a in first for b in second]
     random.Random(seed).shuffle(combos)
-    slot = ATTRIBUTE_INDEX[kind_of(concept)]
+    kind = kind_of(concept)
+    slot = ATTRIBUTE_INDEX[kind]
     pairs = []
     for k in range(num_pairs):
         label = label_with(concept, *combos[k % len(combos)])
-        without = tuple(None if i == slot else v for i, v in enumerate(label))
-        pairs.append(PromptPair(prompt_for(*label), prompt_for(*without), seed + k))
+        if world_version >= 3:
+            base = prompt_for(*without(Label(*label), kind).as_tuple())
+        else:
+            base = prompt_for(*(None if i == slot else v for i, v in enumerate(label)), world_version=2)
+        pairs.append(PromptPair(prompt_for(*label), base, seed + k))
     return pairs
 
 
@@ -89,7 +98,7 @@ class ForgetSettings:
 def saliency(world: ToyWorld, concepts: list[str], settings: ForgetSettings,
              recording: SamplingSettings = RECORDING, progress=None) -> SaliencyRecord:
     """One saliency run for ToyWorld concepts of any kinds (one base set per kind)."""
-    pairs = {c: concept_pairs(c, settings.num_pairs, settings.seed) for c in concepts}
+    pairs = {c: concept_pairs(c, settings.num_pairs, settings.seed, world.world_version) for c in concepts}
     return compute_saliency(
         world.patcher, world.encode, concepts, PromptPreset("toyworld", (), (), ()), settings.num_pairs,
         settings.seed, recording, settings.form, progress, pairs=pairs,
