@@ -173,6 +173,45 @@ def test_latent_roundtrip_and_format() -> None:
     assert model.ToyWorldConfig().inpaint_model() is False
 
 
+def test_v3_unet_sees_channel_means_and_keeps_the_sd15_layout() -> None:
+    """v3: every GroupNorm group holds two or more channels (v2: one, which hid every latent
+    channel's mean), 16 ff.net.2 layers, weights within 40 MB as float16, a 4x4 latent."""
+    from toyworld import model
+
+    def unet(config):
+        return model.build_model(unet_config=config).diffusion_model
+
+    def channels_per_group(net):
+        return {m.num_channels // m.num_groups for m in net.modules() if isinstance(m, torch.nn.GroupNorm)}
+
+    v2, v3 = unet(model.UNET_CONFIG), unet(model.UNET_CONFIG_V3)
+    assert min(channels_per_group(v2)) == 1 and min(channels_per_group(v3)) >= 2
+    ff = [n for n, _ in v3.named_modules() if n.endswith("transformer_blocks.0.ff.net.2")]
+    assert ff == [n for n, _ in v2.named_modules() if n.endswith("transformer_blocks.0.ff.net.2")] and len(ff) == 16
+    assert 2 * model.parameter_count(v3) <= 40e6
+    images, _, _ = world.batch(2, 3)
+    lat = model.image_to_latent(images, 4)
+    assert lat.shape == (3, 48, 8, 8) and torch.allclose(model.latent_to_image(lat), images, atol=1e-6)
+    fmt = model.ToyWorldConfig(model.UNET_CONFIG_V3).latent_format
+    assert (fmt.latent_channels, fmt.spacial_downscale_ratio) == (48, 4)
+
+
+def test_loader_builds_the_model_its_metadata_names(tmp_path) -> None:
+    """A v3 file (here seeded random weights) loads as v3: world 3, 48x8x8 latent, samples."""
+    from toyworld import model, train
+    from toyworld.loader import load_toyworld
+
+    unet = model.build_model(unet_config=model.UNET_CONFIG_V3).diffusion_model
+    model.init_weights(unet, 0)
+    meta = train.model_metadata(3, model.UNET_CONFIG_V3, text.ToyTextEncoder(pieces=2))
+    train.save_weights(tmp_path / "v3.safetensors", dict(unet.named_parameters()), meta)
+    toy = load_toyworld(tmp_path / "v3.safetensors")
+    assert toy.world_version == 3 and toy.encoder.pieces == 2
+    assert toy.empty_latent(2).shape == (2, 48, 8, 8)
+    images = toy.generate(["a red circle", "a striped background"], [0, 1], steps=2)
+    assert images.shape == (2, 32, 32, 3) and torch.isfinite(images).all()
+
+
 @pytest.fixture(scope="module")
 def toy():
     from toyworld.loader import DEFAULT_WEIGHTS, load_toyworld
@@ -191,7 +230,8 @@ def test_loader_returns_sd1_layout_patcher(toy) -> None:
     assert len(ff) == 16 and "middle_block.1.transformer_blocks.0.ff.net.2" in ff
     cond = toy.encode("a red circle on a black background")
     assert cond[0][0].shape == (1, 77, text.DIM) and cond[0][1] == {}
-    assert toy.empty_latent(3).shape == (3, 12, 16, 16)
+    fmt = toy.latent_format
+    assert toy.empty_latent(3).shape == (3, fmt.latent_channels, 32 // fmt.patch, 32 // fmt.patch)
     assert all(not v.dtype.is_floating_point or v.dtype == torch.float32
                for v in unet.state_dict().values())
 
@@ -219,7 +259,7 @@ def test_sampling_ignores_the_starting_noise_channel_means(toy) -> None:
 
     latent = toy.empty_latent(1)
     noise = comfy.sample.prepare_noise(latent, 5)
-    shifted = noise + torch.linspace(-0.5, 0.5, 12).view(1, 12, 1, 1)
+    shifted = noise + torch.linspace(-0.5, 0.5, noise.shape[1]).view(1, -1, 1, 1)
     kept = shifted.clone()
     pos, neg = toy.encode("a red circle on a gray background"), toy.encode("")
 

@@ -21,8 +21,14 @@ from safetensors.torch import load_file  # noqa: E402
 
 from . import model as tw_model  # noqa: E402
 from .text import ToyTextEncoder  # noqa: E402
+from .world import SIZE as world_size  # noqa: E402
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "toyworld.safetensors"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+V2_WEIGHTS = WEIGHTS_DIR / "toyworld.safetensors"
+V3_WEIGHTS = WEIGHTS_DIR / "toyworld_v3.safetensors"
+# The newest model shipped: v3 (world version 3, 48x8x8 latent, width 64) once its weights are
+# committed, else v2. Each file's metadata says which world, latent and widths it was built for.
+DEFAULT_WEIGHTS = V3_WEIGHTS if V3_WEIGHTS.exists() else V2_WEIGHTS
 
 Conditioning = list[list[Any]]
 
@@ -40,6 +46,15 @@ class ToyWorld:
     encoder: ToyTextEncoder
     metadata: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def world_version(self) -> int:
+        """The world semantics the model was trained on (files without the key are v2's)."""
+        return int(self.metadata.get("world", 2))
+
+    @property
+    def latent_format(self) -> tw_model.ToyWorldLatent:
+        return self.patcher.model.latent_format
+
     def encode(self, text: str) -> Conditioning:
         """ComfyUI CONDITIONING for one prompt: [[context [1, 77, D], {}]]."""
         return [[self.encoder([text]), {}]]
@@ -50,18 +65,18 @@ class ToyWorld:
 
     @staticmethod
     def decode(latent: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
-        """Latent [B, 12, 16, 16] (or a ComfyUI LATENT dict) -> IMAGE [B, 32, 32, 3] in [0, 1]."""
+        """Latent (or a ComfyUI LATENT dict) -> IMAGE [B, 32, 32, 3] in [0, 1]."""
         if isinstance(latent, dict):
             latent = latent["samples"]
         return tw_model.latent_to_image(latent)
 
-    @staticmethod
-    def encode_image(images: torch.Tensor) -> torch.Tensor:
-        return tw_model.image_to_latent(images)
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return tw_model.image_to_latent(images, self.latent_format.patch)
 
-    @staticmethod
-    def empty_latent(batch: int = 1) -> torch.Tensor:
-        return torch.zeros(batch, tw_model.LATENT_CHANNELS, tw_model.LATENT_SIZE, tw_model.LATENT_SIZE)
+    def empty_latent(self, batch: int = 1) -> torch.Tensor:
+        fmt = self.latent_format
+        side = world_size // fmt.patch
+        return torch.zeros(batch, fmt.latent_channels, side, side)
 
     def generate(
         self,
@@ -102,7 +117,8 @@ class ToyWorld:
 def load_toyworld(
     path: str | Path = DEFAULT_WEIGHTS, device: torch.device | str = "cpu"
 ) -> ToyWorld:
-    """Build the model from the config in the file's metadata and wrap it in a ModelPatcher."""
+    """Build the model from the config in the file's metadata (v2's when it has none) and wrap
+    it in a ModelPatcher."""
     device = torch.device(device)
     meta = read_metadata(path)
     unet_config = json.loads(meta["unet_config"]) if "unet_config" in meta else None

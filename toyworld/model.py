@@ -1,10 +1,17 @@
-"""ToyWorld's ComfyUI model: a narrow SD1.x-layout UNet on a 12-channel 16x16 latent.
+"""ToyWorld's ComfyUI model: a narrow SD1.x-layout UNet on a space-to-depth latent.
 
-The latent is a fixed 2x2 space-to-depth of the 32x32 image (no VAE), so attention runs
-over 16x16 tokens, which is what makes CPU training feasible. Everything else (block layout,
+The latent is a fixed space-to-depth of the 32x32 image (no VAE), so attention runs over few
+tokens, which is what makes CPU training feasible. Everything else (block layout, 16
 `ff.net.2` feed-forward layers, epsilon prediction, SD's beta schedule) is stock SD1.5, so
 ComfyUI's samplers, ModelPatcher and the FIA nodes run on it unchanged. One departure: sampling
 starts from noise with each latent channel's spatial mean removed (`CentredNoiseSampling`).
+
+Two architectures. v2 (`UNET_CONFIG`): 2x2 patches, 12x16x16 latent, width 32; GroupNorm's 32
+groups then hold one channel each, which hides every channel's spatial mean from the network.
+v3 (`UNET_CONFIG_V3`): 4x4 patches, 48x8x8 latent, width 64 (two or four channels per group, so
+the means are visible), channel_mult [1, 1, 2, 2]; 9.8 M parameters and 0.60 s per training
+step of 32 on one thread of a 2-core AMD EPYC CPU, against 1.30 s for v2 (8.6 M) on the same
+thread.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import comfy.supported_models  # noqa: E402
 
 from .text import DIM  # noqa: E402
 
-LATENT_CHANNELS = 12
+LATENT_CHANNELS = 12  # v2
 LATENT_SIZE = 16
 
 UNET_CONFIG: dict[str, Any] = {
@@ -48,30 +55,58 @@ UNET_CONFIG: dict[str, Any] = {
 }
 
 
+UNET_CONFIG_V3: dict[str, Any] = {
+    **UNET_CONFIG,
+    "image_size": 8,
+    "in_channels": 48,
+    "out_channels": 48,
+    "model_channels": 64,
+    "channel_mult": [1, 1, 2, 2],
+}
+
+
 class ToyWorldLatent(comfy.latent_formats.LatentFormat):
     """2x2 space-to-depth of a [-1, 1] image: channel 4*c + 2*dy + dx holds colour c."""
 
     scale_factor = 1.0
-    latent_channels = LATENT_CHANNELS
+    patch = 2
+    latent_channels = 3 * patch * patch
     latent_dimensions = 2
-    spacial_downscale_ratio = 2
+    spacial_downscale_ratio = patch
 
     def __init__(self) -> None:
+        per_colour = self.patch * self.patch
         self.latent_rgb_factors = [
-            [0.25 if k // 4 == c else 0.0 for c in range(3)] for k in range(LATENT_CHANNELS)
+            [1 / per_colour if k // per_colour == c else 0.0 for c in range(3)]
+            for k in range(self.latent_channels)
         ]
         self.latent_rgb_factors_bias = [0.0, 0.0, 0.0]
+
+
+class ToyWorldLatent4(ToyWorldLatent):
+    """4x4 space-to-depth (v3): channel 16*c + 4*dy + dx holds colour c."""
+
+    patch = 4
+    latent_channels = 3 * patch * patch
+    spacial_downscale_ratio = patch
+
+
+def latent_format_for(unet_config: dict[str, Any]) -> type[ToyWorldLatent]:
+    return {12: ToyWorldLatent, 48: ToyWorldLatent4}[unet_config["in_channels"]]
 
 
 class CentredNoiseSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.EPS):
     """SD's discrete eps schedule, sampling from noise whose per-channel spatial mean is removed.
 
-    GroupNorm with one channel per group (width 32, 32 groups) makes the UNet blind to a latent
-    channel's spatial mean, so its eps prediction never contains the starting noise's mean and
-    the sampler reads that mean as signal: at t = 999 it reaches the image amplified about 14x
+    GroupNorm with one channel per group (v2: width 32, 32 groups) makes the UNet blind to a
+    latent channel's spatial mean, so its eps prediction never contains the starting noise's mean
+    and the sampler reads that mean as signal: at t = 999 it reaches the image amplified about 14x
     (measured), and because every channel is one sub-pixel of one colour, as saturated 2x2 colour
     mosaics. A model that cannot see the mean should not be handed a random one: the channel means
     are left for the prompt to set. This hooks the one place ComfyUI scales the starting noise.
+    v3 sees the means; it keeps the centring, so a global colour still comes from the prompt
+    rather than from a random draw (zero is the likeliest draw of a mean, so nothing it was
+    trained on is missing).
     """
 
     def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
@@ -80,7 +115,8 @@ class CentredNoiseSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.mod
 
 
 class ToyWorldConfig(comfy.supported_models.SD15):
-    """SD1.5 model config with narrow widths, 12 latent channels and the toy latent format."""
+    """SD1.5 model config with narrow widths and the toy latent format its channels imply
+    (v2's `UNET_CONFIG` when none is given)."""
 
     unet_config = dict(UNET_CONFIG)
     unet_extra_config = {"num_heads": -1, "num_head_channels": 16}
@@ -88,7 +124,9 @@ class ToyWorldConfig(comfy.supported_models.SD15):
     memory_usage_factor = 0.1
 
     def __init__(self, unet_config: dict[str, Any] | None = None) -> None:
-        super().__init__(dict(UNET_CONFIG if unet_config is None else unet_config))
+        config = dict(UNET_CONFIG if unet_config is None else unet_config)
+        self.latent_format = latent_format_for(config)  # BASE.__init__ instantiates it
+        super().__init__(config)
 
     def get_model(self, state_dict, prefix="", device=None):
         model = super().get_model(state_dict, prefix, device)
@@ -103,23 +141,25 @@ class ToyWorldConfig(comfy.supported_models.SD15):
         return None
 
 
-def image_to_latent(images: torch.Tensor) -> torch.Tensor:
-    """IMAGE [B, 32, 32, 3] in [0, 1] -> latent [B, 12, 16, 16] in [-1, 1]."""
+def image_to_latent(images: torch.Tensor, patch: int = 2) -> torch.Tensor:
+    """IMAGE [B, 32, 32, 3] in [0, 1] -> latent [B, 3p^2, 32/p, 32/p] in [-1, 1]."""
     x = images.movedim(-1, 1) * 2.0 - 1.0
-    return torch.nn.functional.pixel_unshuffle(x, 2)
+    return torch.nn.functional.pixel_unshuffle(x, patch)
 
 
 def latent_to_image(latent: torch.Tensor) -> torch.Tensor:
-    """Latent [B, 12, 16, 16] -> IMAGE [B, 32, 32, 3] in [0, 1]."""
-    x = torch.nn.functional.pixel_shuffle(latent.float(), 2)
+    """Latent [B, 3p^2, 32/p, 32/p] (p from the channel count) -> IMAGE [B, 32, 32, 3] in [0, 1]."""
+    patch = {12: 2, 48: 4}[latent.shape[1]]
+    x = torch.nn.functional.pixel_shuffle(latent.float(), patch)
     return ((x + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1).contiguous()
 
 
 def build_model(
-    device: torch.device | None = None, dtype: torch.dtype = torch.float32
+    device: torch.device | None = None, dtype: torch.dtype = torch.float32,
+    unet_config: dict[str, Any] | None = None,
 ) -> comfy.model_base.BaseModel:
     """ComfyUI BaseModel for ToyWorld (parameters uninitialised: load or init_weights)."""
-    cfg = ToyWorldConfig()
+    cfg = ToyWorldConfig(unet_config)
     cfg.set_inference_dtype(dtype, None)
     return cfg.get_model({}, device=device or torch.device("cpu"))
 

@@ -1,11 +1,14 @@
-"""Seeded CPU training of the ToyWorld UNet (epsilon prediction, SD's noise schedule).
-
-    nice -n 10 python -m toyworld.train --minutes 60 --out toyworld/weights/toyworld.safetensors
+"""Seeded training of the ToyWorld UNet (epsilon prediction, SD's noise schedule); the v3
+command is in toyworld/README.md.
 
 Data are rendered on the fly from (seed, step), as are timesteps and noise, so the weights
-after step k depend only on the seed and k (on a given torch build and thread count):
-`--minutes` just decides where the run stops. EMA weights are written (float16) every
-`--save-every` minutes, so a partial run is usable; a resume state goes to `--state`.
+after step k depend only on the seed and k (on a given torch build, device and thread count):
+`--minutes` just decides where the run stops, and `--resume` continues bit for bit. EMA
+weights are written (float16) every `--save-every` minutes, so a partial run is usable; a
+resume state (weights, EMA, Adam moments, float32) goes to `--state`.
+
+`--version 3` (default): world version 3 and the v3 UNet (48x8x8 latent, width 64).
+`--version 2`: the shipped v2 model's world and UNet, to reproduce its history.
 """
 
 from __future__ import annotations
@@ -51,10 +54,25 @@ def learning_rate(a: argparse.Namespace, step: int) -> float:
     return lr
 
 
+def model_metadata(version: int, unet_config: dict, encoder: text.ToyTextEncoder) -> dict[str, str]:
+    """What `loader.load_toyworld` rebuilds the model from: world, UNet, text encoder, latent."""
+    patch = tw_model.latent_format_for(unet_config).patch
+    side = unet_config["image_size"]
+    return {
+        "format": "toyworld-unet-v1",
+        "world": str(version),
+        "unet_config": json.dumps(unet_config),
+        "text_encoder": json.dumps(encoder.config()),
+        "latent": f"{patch}x{patch} space-to-depth of 2*image-1, {unet_config['in_channels']}x{side}x{side}",
+        "prediction": "eps",
+        "schedule": "SD1.5 discrete, linear_start 0.00085, linear_end 0.012 (scaled linear)",
+    }
+
+
 def save_weights(path: Path, ema: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().to(torch.float16).contiguous() for k, v in ema.items()}, str(tmp), meta)
+    save_file({k: v.detach().to("cpu", torch.float16).contiguous() for k, v in ema.items()}, str(tmp), meta)
     tmp.replace(path)
 
 
@@ -64,15 +82,15 @@ def save_state(path: Path, unet: torch.nn.Module, ema: dict[str, torch.Tensor],
     tensors: dict[str, torch.Tensor] = {}
     names = {id(p): n for n, p in unet.named_parameters()}
     for n, p in unet.named_parameters():
-        tensors["model." + n] = p.detach().clone()
+        tensors["model." + n] = p.detach().cpu().clone()
     for n, v in ema.items():
-        tensors["ema." + n] = v.clone()
+        tensors["ema." + n] = v.cpu().clone()
     for group in opt.param_groups:
         for p in group["params"]:
             st = opt.state.get(p, {})
             for key in ("exp_avg", "exp_avg_sq"):
                 if key in st:
-                    tensors[f"opt.{key}.{names[id(p)]}"] = st[key].clone()
+                    tensors[f"opt.{key}.{names[id(p)]}"] = st[key].cpu().clone()
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), {"step": str(step)})
     tmp.replace(path)
@@ -92,8 +110,8 @@ def load_state(path: Path, unet: torch.nn.Module, ema: dict[str, torch.Tensor],
             if f"opt.exp_avg.{n}" in tensors:
                 opt.state[p] = {
                     "step": torch.tensor(float(step)),
-                    "exp_avg": tensors[f"opt.exp_avg.{n}"],
-                    "exp_avg_sq": tensors[f"opt.exp_avg_sq.{n}"],
+                    "exp_avg": tensors[f"opt.exp_avg.{n}"].to(p.device),
+                    "exp_avg_sq": tensors[f"opt.exp_avg_sq.{n}"].to(p.device),
                 }
     return step
 
@@ -124,24 +142,32 @@ def main(argv: list[str] | None = None) -> None:
                     help="text tokens per attribute word (see toyworld/text.py)")
     ap.add_argument("--init", type=Path, default=None,
                     help="start from these weights (a ToyWorld safetensors) instead of a seeded init")
+    ap.add_argument("--version", type=int, default=3, choices=(2, 3),
+                    help="world semantics and UNet (see toyworld/world.py and model.py)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu",
+                    help="where the UNet trains; data, timesteps and noise are drawn on the CPU")
     ap.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
     ap.add_argument("--log-every", type=int, default=50)
-    ap.add_argument("--out", type=Path, default=Path("toyworld/weights/toyworld.safetensors"))
-    ap.add_argument("--state", type=Path, default=Path("out/toyworld_train_state.safetensors"),
+    ap.add_argument("--out", type=Path, default=Path("out/toyworld_v3.safetensors"),
+                    help="EMA weights (float16); commit them under toyworld/weights/ once good")
+    ap.add_argument("--state", type=Path, default=Path("out/toyworld_v3_state.safetensors"),
                     help="resume state (weights, EMA, Adam moments); not for committing")
     ap.add_argument("--resume", action="store_true", help="continue from --state")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
     torch.set_num_threads(a.threads)
 
-    base = tw_model.build_model()
+    unet_config = tw_model.UNET_CONFIG_V3 if a.version == 3 else tw_model.UNET_CONFIG
+    patch = tw_model.latent_format_for(unet_config).patch
+    device = torch.device(a.device)
+    base = tw_model.build_model(unet_config=unet_config)
     unet = base.diffusion_model
     tw_model.init_weights(unet, a.seed)
     if a.init is not None:
         unet.load_state_dict({k: v.float() for k, v in load_file(str(a.init)).items()}, strict=True)
-    unet.train()
+    unet.to(device).train()
     sigmas = base.model_sampling.sigmas.float()
     alphas_cumprod = 1.0 / (1.0 + sigmas**2)
     encoder = text.ToyTextEncoder(pieces=a.pieces)
@@ -163,12 +189,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def checkpoint(final: bool) -> None:
         meta = {
-            "format": "toyworld-unet-v1",
-            "unet_config": json.dumps(tw_model.UNET_CONFIG),
-            "text_encoder": json.dumps(encoder.config()),
-            "latent": "2x2 space-to-depth of 2*image-1, 12x16x16",
-            "prediction": "eps",
-            "schedule": "SD1.5 discrete, linear_start 0.00085, linear_end 0.012 (scaled linear)",
+            **model_metadata(a.version, unet_config, encoder),
             "training": json.dumps(settings),
             "step": str(step),
             "minutes": f"{(time.time() - start) / 60:.1f}",
@@ -180,10 +201,10 @@ def main(argv: list[str] | None = None) -> None:
         log.info("saved step %d to %s", step, a.out)
 
     while step < a.max_steps and time.time() - start < a.minutes * 60:
-        images, prompts, _ = world.batch(a.seed * 1_000_003 + step, a.batch)
+        images, prompts, _ = world.batch(a.seed * 1_000_003 + step, a.batch, world_version=a.version)
         gen = torch.Generator().manual_seed(a.seed * 7_919 + step)
-        x0 = tw_model.image_to_latent(images)
-        context = encoder(prompts)
+        x0 = tw_model.image_to_latent(images, patch)
+        context = encoder(prompts).to(device)
         phase2 = step >= a.switch_step
         t = timesteps_for(gen, a.batch, 0.0 if phase2 else a.p_low)
         eps = torch.randn(x0.shape, generator=gen)
@@ -191,7 +212,8 @@ def main(argv: list[str] | None = None) -> None:
             eps = eps + a.offset_noise * torch.randn(x0.shape[:2] + (1, 1), generator=gen)
         ac = alphas_cumprod[t].view(-1, 1, 1, 1)
         xt = ac.sqrt() * x0 + (1 - ac).sqrt() * eps
-        pred = unet(xt, t.float(), context=context)
+        ac, eps = ac.to(device), eps.to(device)
+        pred = unet(xt.to(device), t.float().to(device), context=context)
         per_sample = (pred.float() - eps).pow(2).mean(dim=(1, 2, 3))
         if phase2 and a.min_snr > 0:
             # min-SNR-gamma: low-noise samples (mostly irreducible error) stop swamping the
