@@ -1,7 +1,7 @@
 """Draws a MaskChart with Pillow (a ComfyUI dependency, not one of the engine's own).
 
 Horizontal bars, one row per layer: labels stay horizontal and readable for SD1.5's 16 layers
-as for SDXL's 70, and the image simply grows taller.
+as for SDXL's 70; the image grows taller up to inspection.MAX_ROWS rows, so its size is bounded.
 """
 
 from __future__ import annotations

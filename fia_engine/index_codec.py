@@ -69,8 +69,12 @@ def best_rice_parameter(gaps: np.ndarray) -> int:
 def encode_rice(indices: torch.Tensor) -> torch.Tensor:
     """Sorted, unique, non-negative indices -> uint8 Rice stream of their gaps (first gap from 0)."""
     values = indices.to(torch.int64).cpu().numpy()
-    gaps = np.diff(values, prepend=0).astype(np.uint64)
-    k = best_rice_parameter(gaps)
+    return encode_rice_gaps(np.diff(values, prepend=0).astype(np.uint64))
+
+
+def encode_rice_gaps(gaps: np.ndarray, k: int | None = None) -> torch.Tensor:
+    """Any uint64 gaps -> Rice stream, with the best k unless given (tests forge hostile streams with it)."""
+    k = best_rice_parameter(gaps) if k is None else k
     quotients = (gaps >> np.uint64(k)).astype(np.int64)
     unary_q = np.minimum(quotients, _MAX_UNARY)
     unary = np.ones(int(unary_q.sum()) + gaps.size, dtype=np.uint8)

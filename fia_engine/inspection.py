@@ -3,6 +3,11 @@
 Layers stay in execution order and are labelled by block and transformer depth, so a chart
 reads like the UNet from input to output. Counts are shown next to the share of the layer's
 weights: layers differ in size by 16x in SD1.5, so counts alone hide where the mask bites.
+
+A mask may come from a stranger's file, so what is shown is bounded whatever it claims: at most
+`MAX_ROWS` bars (consecutive layers merged beyond that), `MAX_SERIES` series (the smallest
+concepts merged), `MAX_LISTED` names per list, every name and setting cut to a few dozen
+characters. The chart and the text then cost the same for any mask.
 """
 
 from __future__ import annotations
@@ -14,6 +19,10 @@ from .masks import ConceptMasks, UnlearningMask
 
 PRUNED = "pruned"
 KEPT = "kept concept-agnostic"
+MAX_ROWS = 80  # Flux, the largest family, has 76 FF layers
+MAX_SERIES = 12  # the chart's palette
+MAX_LISTED = 20
+NAME_CHARS = 40
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,53 @@ class MaskChart:
     note_header: str
 
 
+def short(text: object, chars: int = NAME_CHARS) -> str:
+    """`text` cut to `chars` characters (an ellipsis marks the cut)."""
+    text = str(text)
+    return text if len(text) <= chars else text[: chars - 1] + "\u2026"
+
+
+def listed(names: list[str], limit: int = MAX_LISTED) -> str:
+    """The first `limit` names, shortened, and how many more there are."""
+    shown = ", ".join(short(name) for name in names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit:,} more"
+
+
+def _merged_rows(layers: tuple[LayerCounts, ...]) -> tuple[LayerCounts, ...]:
+    """At most MAX_ROWS bars: consecutive layers summed into one bar each beyond that."""
+    if len(layers) <= MAX_ROWS:
+        return layers
+    size = -(-len(layers) // MAX_ROWS)
+    rows = []
+    for start in range(0, len(layers), size):
+        part = layers[start:start + size]
+        label = f"{short(part[0].label, 24)} +{len(part) - 1}" if len(part) > 1 else part[0].label
+        counts = tuple(sum(column) for column in zip(*(layer.counts for layer in part)))
+        rows.append(LayerCounts(label, part[0].group, sum(layer.total for layer in part), counts))
+    return tuple(rows)
+
+
+def _merged_series(series: tuple[str, ...], layers: tuple[LayerCounts, ...]) -> tuple[tuple[str, ...], tuple[LayerCounts, ...]]:
+    """At most MAX_SERIES series: the concepts with the fewest weights summed into one."""
+    if len(series) <= MAX_SERIES:
+        return series, layers
+    totals = [sum(layer.counts[i] for layer in layers) for i in range(len(series))]
+    kept = sorted(sorted(range(len(series)), key=lambda i: -totals[i])[: MAX_SERIES - 1])
+    rest = sorted(set(range(len(series))) - set(kept))
+    names = (*(series[i] for i in kept), f"{len(rest):,} other concepts")
+    merged = tuple(LayerCounts(layer.label, layer.group, layer.total,
+                               (*(layer.counts[i] for i in kept), sum(layer.counts[i] for i in rest)))
+                   for layer in layers)
+    return names, merged
+
+
+def _bounded(chart: MaskChart) -> MaskChart:
+    series, layers = _merged_series(tuple(short(name) for name in chart.series), chart.layers)
+    noted = chart.noted if len(series) == len(chart.series) else tuple(range(len(series)))
+    return MaskChart(short(chart.title, 120), short(chart.subtitle, 600), series, _merged_rows(layers), noted,
+                     chart.note_header)
+
+
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
@@ -55,7 +111,8 @@ def layer_group(layer: FFLayer) -> str:
 
 
 def _layer_counts(layer: FFLayer, counts: list[int]) -> LayerCounts:
-    return LayerCounts(block_label(layer), layer_group(layer), layer.out_features * layer.in_features, tuple(counts))
+    return LayerCounts(short(block_label(layer)), short(layer_group(layer)), layer.out_features * layer.in_features,
+                       tuple(counts))
 
 
 def fused_mask_chart(mask: UnlearningMask) -> MaskChart:
@@ -64,15 +121,15 @@ def fused_mask_chart(mask: UnlearningMask) -> MaskChart:
         _layer_counts(layer, [int(mask.pruned[layer.key].numel()), int(mask.kept_agnostic[layer.key].numel())])
         for layer in mask.layers
     )
-    return MaskChart(
+    return _bounded(MaskChart(
         title=f"FIA mask: {_plural(len(mask.concepts), 'concept')} forgotten",
-        subtitle=f"{', '.join(mask.concepts)}  |  {mask.pruned_count:,} weights pruned "
+        subtitle=f"{listed(mask.concepts)}  |  {mask.pruned_count:,} weights pruned "
                  f"({100 * mask.sparsity:.4f}% of {mask.total_weights:,})",
         series=(PRUNED, KEPT),
         layers=layers,
         noted=(0,),
         note_header=PRUNED,
-    )
+    ))
 
 
 def concept_masks_chart(masks: ConceptMasks) -> MaskChart:
@@ -82,26 +139,30 @@ def concept_masks_chart(masks: ConceptMasks) -> MaskChart:
         for layer in masks.layers
     )
     total = sum(layer.total for layer in layers)
-    return MaskChart(
+    subtitle = "  |  ".join(f"{short(c)}: {masks.count(c):,} ({100 * masks.count(c) / max(1, total):.4f}%)"
+                            for c in masks.concepts[:MAX_LISTED])
+    more = len(masks.concepts) - MAX_LISTED
+    return _bounded(MaskChart(
         title=f"FIA concept masks: {_plural(len(masks.concepts), 'concept')} (before fusion)",
-        subtitle="  |  ".join(f"{c}: {masks.count(c):,} ({100 * masks.count(c) / max(1, total):.4f}%)"
-                              for c in masks.concepts),
+        subtitle=subtitle + (f"  |  and {more:,} more" if more > 0 else ""),
         series=tuple(masks.concepts),
         layers=layers,
         noted=tuple(range(len(masks.concepts))),
         note_header="selected, all concepts",
-    )
+    ))
 
 
 def _settings_line(settings: dict) -> str:
-    return ", ".join(f"{key} {value}" for key, value in settings.items() if not isinstance(value, dict))
+    items = [(key, value) for key, value in settings.items() if not isinstance(value, dict)]
+    line = ", ".join(f"{short(key)} {short(value)}" for key, value in items[:MAX_LISTED])
+    return line + (f", and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
 
 
 def _saliency_lines(saliency: dict) -> list[str]:
     """The sampling run the masks came from (the record's settings), when the object carries them."""
     if not saliency:
         return []
-    sampling = saliency.get("sampling", {})
+    sampling = saliency.get("sampling") if isinstance(saliency.get("sampling"), dict) else {}
     lines = [f"Saliency: {_settings_line(saliency)}"]
     if sampling:
         lines.append(f"Sampling: {_settings_line(sampling)}")
@@ -124,15 +185,17 @@ def fused_mask_summary(mask: UnlearningMask) -> str:
     kept = sum(int(k.numel()) for k in mask.kept_agnostic.values())
     lines = [
         f"FIA mask ({mask.architecture}, {len(mask.layers)} feed-forward layers, {mask.total_weights:,} weights)",
-        f"Concepts ({len(mask.concepts)}): {', '.join(mask.concepts)}",
+        f"Concepts ({len(mask.concepts)}): {listed(mask.concepts)}",
         f"Pruned: {mask.pruned_count:,} weights, sparsity {100 * mask.sparsity:.4f}%",
         f"Kept concept-agnostic: {kept:,} weights",
         f"Fusion: {_settings_line(hyper)}",
     ]
-    for concept, settings in hyper.get("per_concept", {}).items():
-        lines.append(f"  {concept}: {_settings_line(settings)}")
+    per_concept = list(hyper.get("per_concept", {}).items())
+    lines += [f"  {short(concept)}: {_settings_line(settings)}" for concept, settings in per_concept[:MAX_LISTED]]
+    if len(per_concept) > MAX_LISTED:
+        lines.append(f"  and {len(per_concept) - MAX_LISTED:,} more concepts")
     lines += _saliency_lines(hyper.get("saliency", {}))
-    lines.append(f"Source model fingerprint: {mask.fingerprint or 'unknown'}")
+    lines.append(f"Source model fingerprint: {short(mask.fingerprint or 'unknown', 64)}")
     return "\n".join(lines + _table(fused_mask_chart(mask)))
 
 
@@ -141,10 +204,12 @@ def concept_masks_summary(masks: ConceptMasks) -> str:
     lines = [
         f"FIA concept masks ({masks.architecture}, {len(masks.layers)} feed-forward layers, "
         f"{sum(layer.total for layer in chart.layers):,} weights), before fusion",
-        f"Concepts ({len(masks.concepts)}): {', '.join(masks.concepts)}",
+        f"Concepts ({len(masks.concepts)}): {listed(masks.concepts)}",
     ]
-    for concept in masks.concepts:
-        lines.append(f"  {concept}: {masks.count(concept):,} selected; {_settings_line(masks.settings[concept])}")
+    for concept in masks.concepts[:MAX_LISTED]:
+        lines.append(f"  {short(concept)}: {masks.count(concept):,} selected; {_settings_line(masks.settings[concept])}")
+    if len(masks.concepts) > MAX_LISTED:
+        lines.append(f"  and {len(masks.concepts) - MAX_LISTED:,} more concepts")
     lines += _saliency_lines(masks.source.get("saliency", {}))
-    lines.append(f"Source model fingerprint: {masks.fingerprint or 'unknown'}")
+    lines.append(f"Source model fingerprint: {short(masks.fingerprint or 'unknown', 64)}")
     return "\n".join(lines + _table(chart))
