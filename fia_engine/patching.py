@@ -70,10 +70,14 @@ def _masking_function(indices: torch.Tensor, strength: float):
     return mask_weight
 
 
+def check_strength(strength: float) -> None:
+    if not 0.0 <= strength <= 1.0:  # NaN fails this too
+        raise FIAInputError(f"strength: {strength} is out of range; use 0 (untouched) to 1 (fully pruned).")
+
+
 def apply_mask(patcher, mask: UnlearningMask, strength: float = 1.0, mode: str = "patch"):
     """A clone of `patcher` with the mask's weights pruned; checks architecture and shapes first."""
-    if not 0.0 <= strength <= 1.0:
-        raise FIAInputError(f"strength: {strength} is out of range; use 0 (untouched) to 1 (fully pruned).")
+    check_strength(strength)
     if mode not in MODES:
         raise FIAInputError(f"mode: '{mode}' is unknown; use one of {', '.join(MODES)}.")
     family = architecture_of(patcher.model.model_config).family

@@ -180,11 +180,15 @@ def batch_conditioning(conditionings: list[list]) -> list:
     return [[torch.cat(tensors), extras]]
 
 
+def downscale_ratio(patcher) -> int:
+    """Image pixels per latent pixel, from the model's latent format."""
+    return int(getattr(patcher.model.latent_format, "spacial_downscale_ratio", 8))
+
+
 def latent_geometry(patcher, width: int, height: int) -> tuple[int, int, int]:
     """(channels, latent height, latent width) for an image size, from the model's latent format."""
-    latent_format = patcher.model.latent_format
-    ratio = int(getattr(latent_format, "spacial_downscale_ratio", 8))
-    return latent_format.latent_channels, height // ratio, width // ratio
+    ratio = downscale_ratio(patcher)
+    return patcher.model.latent_format.latent_channels, height // ratio, width // ratio
 
 
 def sample_recorded_steps(

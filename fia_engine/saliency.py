@@ -16,6 +16,7 @@ from .recording import (
     ActivationRecorder,
     SamplingSettings,
     batch_conditioning,
+    downscale_ratio,
     latent_geometry,
     sample_recorded_steps,
 )
@@ -120,6 +121,8 @@ def compute_saliency(
     geometry = latent_geometry(patcher, width, height)
     if geometry[1] < 1 or geometry[2] < 1:
         raise FIAInputError(f"width/height: {width}x{height} is smaller than one latent pixel of this model.")
+    # recorded as sampled: sizes between latent pixels round down (65x71 samples at 64x64 for SD1.x)
+    width, height = geometry[2] * downscale_ratio(patcher), geometry[1] * downscale_ratio(patcher)
 
     if pairs is None:
         pairs = {c: prompt_lib.build_prompt_pairs(c, preset, num_pairs, seed, settings.noise) for c in concepts}

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..fia_engine import apply_mask
+from ..fia_engine.checks import empty_mask_warning
 from .types import CATEGORY, Mask
 
 
@@ -34,4 +35,5 @@ class FIAApplyUnlearningMask(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, mask, strength, mode) -> io.NodeOutput:
-        return io.NodeOutput(apply_mask(model, mask, strength, mode))
+        warning = empty_mask_warning(mask)
+        return io.NodeOutput(apply_mask(model, mask, strength, mode), ui=ui.PreviewText(warning) if warning else None)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..fia_engine import fuse_masks
+from ..fia_engine.checks import empty_mask_warning
 from ..fia_engine.selection import COMPATIBILITY
 from .types import CATEGORY, ConceptMasks, Mask
 
@@ -45,4 +46,6 @@ class FIAFuseMasks(io.ComfyNode):
     @classmethod
     def execute(cls, concept_masks, alpha, fusion, compatibility="fixed", **more) -> io.NodeOutput:
         inputs = [concept_masks] + [more[k] for k in sorted(more) if more[k] is not None]
-        return io.NodeOutput(fuse_masks(inputs, alpha, fusion, compatibility))
+        mask = fuse_masks(inputs, alpha, fusion, compatibility)
+        warning = empty_mask_warning(mask)
+        return io.NodeOutput(mask, ui=ui.PreviewText(warning) if warning else None)

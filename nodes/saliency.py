@@ -7,6 +7,7 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..fia_engine import PRESET_NAMES, SamplingSettings, compute_saliency, parse_concepts, resolve_preset
+from ..fia_engine.checks import check_concept_names, check_finite
 from ..fia_engine.prompts import NOISE_PROTOCOLS
 from ..fia_engine.recording import SCHEDULES
 from .types import CATEGORY, Saliency
@@ -116,6 +117,8 @@ class FIAComputeConceptSaliency(io.ComfyNode):
                 seed, steps, recorded_steps, cfg, sampler_name, scheduler, width, height, prompts_per_batch,
                 streams, saliency_form, schedule="reference", noise="shared") -> io.NodeOutput:
         concept_list = parse_concepts(concepts)
+        check_concept_names(concept_list)
+        check_finite("cfg", cfg)
         chosen = resolve_preset(preset, concept_template, base_template, placeholders)
         settings = SamplingSettings(steps, recorded_steps, cfg, sampler_name, scheduler, width, height, prompts_per_batch,
                                     schedule=schedule, noise=noise)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..fia_engine import parse_r2_overrides, select_sensitive_neurons
+from ..fia_engine.checks import empty_selection_warning
 from ..fia_engine.selection import COMPATIBILITY
 from .types import CATEGORY, ConceptMasks, Saliency
 
@@ -43,4 +44,6 @@ class FIASelectSensitiveNeurons(io.ComfyNode):
     @classmethod
     def execute(cls, saliency, r1, r2, r2_overrides, method, compatibility="fixed") -> io.NodeOutput:
         overrides = parse_r2_overrides(r2_overrides, saliency.concepts)
-        return io.NodeOutput(select_sensitive_neurons(saliency, r1, r2, overrides, method, compatibility=compatibility))
+        masks = select_sensitive_neurons(saliency, r1, r2, overrides, method, compatibility=compatibility)
+        warning = empty_selection_warning(masks)
+        return io.NodeOutput(masks, ui=ui.PreviewText(warning) if warning else None)

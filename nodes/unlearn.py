@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..fia_engine import (
     PRESETS,
+    FIAInputError,
     SamplingSettings,
     apply_mask,
     compute_saliency,
@@ -16,6 +17,9 @@ from ..fia_engine import (
     resolve_preset,
     select_sensitive_neurons,
 )
+from ..fia_engine.checks import check_concept_names, empty_mask_warning, empty_selection_warning
+from ..fia_engine.patching import check_strength
+from ..fia_engine.pipeline import check_ratio
 from .saliency import clip_encoder, comfy_progress
 from .types import CATEGORY, Mask
 
@@ -85,10 +89,18 @@ class FIAUnlearn(io.ComfyNode):
     def execute(cls, model, clip, concepts, preset, prompt_pairs, seed, recorded_steps, r2, alpha,
                 strength) -> io.NodeOutput:
         concept_list = parse_concepts(concepts)
+        check_concept_names(concept_list)
+        if preset not in ONE_NODE_PRESETS:
+            raise FIAInputError(f"preset: FIA Unlearn takes {', '.join(ONE_NODE_PRESETS)}. For your own prompt "
+                                "templates use FIA Compute Concept Saliency (preset custom) and the nodes after it.")
+        for name, value in (("r2", r2), ("alpha", alpha)):
+            check_ratio(name, value, allow_zero=True)  # before the saliency run, not after it
+        check_strength(strength)
         chosen = resolve_preset(preset)
         settings = dataclasses.replace(PAPER_SAMPLING, recorded_steps=recorded_steps)
         record = compute_saliency(model, clip_encoder(clip), concept_list, chosen, prompt_pairs, seed, settings,
                                   "reference", comfy_progress())
         masks = select_sensitive_neurons(record, PAPER_R1, r2)
         mask = fuse_masks([masks], alpha or chosen.alpha)
-        return io.NodeOutput(apply_mask(model, mask, strength), mask)
+        warnings = "\n".join(filter(None, (empty_selection_warning(masks), empty_mask_warning(mask))))
+        return io.NodeOutput(apply_mask(model, mask, strength), mask, ui=ui.PreviewText(warnings) if warnings else None)
