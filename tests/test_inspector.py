@@ -118,3 +118,26 @@ def test_concept_chart_stacks_one_colour_per_concept_and_both_inputs_stack(inspe
     both, summary = inspector.execute(mask=mask, concept_masks=concept_masks).args
     assert both.shape[1] > only_concepts.shape[1] and both.shape[2] == only_concepts.shape[2]
     assert "FIA mask (" in summary and "FIA concept masks (" in summary
+
+
+def test_inspector_cost_is_bounded_whatever_the_mask_claims(engine, inspector, concept_masks):
+    """300 long-named concepts with huge settings and a 500-layer mask: a bounded image and text,
+    the smallest concepts and neighbouring layers merged, totals kept."""
+    from fia_pack.fia_engine.inspection import concept_masks_chart, fused_mask_chart
+
+    names = [f"{'a very long concept name ' * 20}{i}" for i in range(300)]
+    big = engine.ConceptMasks("SD1.x", concept_masks.layers, {c: concept_masks.selected["cat"] for c in names},
+                              {c: {"r1": 0.05, "x" * 500: "y" * 5000} for c in names}, "0" * 16)
+    image, summary = inspector.execute(concept_masks=big).args
+    assert image.shape[2] == 1000 and image.shape[1] < 2400
+    assert len(summary) < 12_000 and "and 280 more" in summary
+    chart = concept_masks_chart(big)
+    assert len(chart.series) == 12 and chart.series[-1] == "289 other concepts"
+    assert sum(map(sum, (layer.counts for layer in chart.layers))) == 300 * concept_masks.count("cat")
+    layers = [engine.FFLayer(f"diffusion_model.input_blocks.{i}.1.transformer_blocks.0.ff.net.2.weight",
+                             f"input_blocks.{i}.1.transformer_blocks.0.ff.net.2", 8, 32) for i in range(500)]
+    pruned = {layer.key: torch.arange(i % 7) for i, layer in enumerate(layers)}
+    mask = engine.UnlearningMask("SD1.x", layers, pruned, {k: v[:0] for k, v in pruned.items()}, ["cat"], {}, "")
+    rows = fused_mask_chart(mask).layers
+    assert len(rows) <= 80 and sum(row.counts[0] for row in rows) == mask.pruned_count
+    assert inspector.execute(mask=mask).args[0].shape[1] < 2400

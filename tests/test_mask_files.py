@@ -189,3 +189,34 @@ def test_load_mask_lists_a_mask_saved_after_start(pack, mask, mask_folder):
     assert not any(name.startswith("later") for name in listed())
     pack.nodes.FIASaveMask.execute(mask=mask, filename_prefix="later")
     assert "later_00001_.safetensors" in listed()
+
+
+def test_saves_with_one_prefix_never_replace_each_other(engine, mask, mask_folder):
+    """Another process took the counter this save computed: the save moves on, the other file stays;
+    concurrent saves get one file each and leave no temporaries."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    save = engine.mask_io.save_numbered_mask
+    taken = mask_folder / "race_00001_.safetensors"
+    taken.write_bytes(b"another process's mask")
+    assert save(mask, mask_folder, "race", 1).name == "race_00002_.safetensors"
+    assert taken.read_bytes() == b"another process's mask"
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: save(mask, mask_folder, "race", 1), range(8)))
+    assert len(set(paths)) == 8 and all(engine.load_mask(path).concepts == mask.concepts for path in paths)
+    assert not list(mask_folder.glob("*.tmp"))
+
+
+def test_stale_temporaries_of_killed_saves_are_removed(pack, mask, mask_folder):
+    import os
+    import time
+
+    old = time.time() - 3600
+    stale = [mask_folder / "m_00001_.safetensors.0a1b2c3d4e5f.tmp", mask_folder / "m_00007_.safetensors.tmp"]
+    kept = [mask_folder / "m_00002_.safetensors.ffeeddccbbaa.tmp", mask_folder / "notes.tmp"]  # a running save; not ours
+    for path in stale + kept:
+        path.write_bytes(b"partial")
+    for path in stale + kept[1:]:
+        os.utime(path, (old, old))
+    pack.nodes.FIASaveMask.execute(mask=mask, filename_prefix="m")
+    assert not any(path.exists() for path in stale) and all(path.exists() for path in kept)
