@@ -18,9 +18,10 @@ STEPS_OFFSET = 1  # SD1.x/SD2.x scheduler configs: timesteps 1, 21, ..., 981 for
 
 
 def inference_timesteps(steps: int) -> list[int]:
-    """PNDM's 'leading' timesteps, descending: 981, 961, ..., 1 for 50 steps."""
+    """PNDM's 'leading' timesteps, descending: 981, 961, ..., 1 for 50 steps (above 500 steps the
+    offset would reach t = 1000, past the schedule: clamped to 999)."""
     ratio = TRAIN_TIMESTEPS // steps
-    return [k * ratio + STEPS_OFFSET for k in reversed(range(steps))]
+    return [min(k * ratio + STEPS_OFFSET, TRAIN_TIMESTEPS - 1) for k in reversed(range(steps))]
 
 
 def call_timesteps(steps: int) -> list[int]:
@@ -37,11 +38,14 @@ def _previous_sample(sample, eps, alpha, alpha_prev):
 
 
 @torch.no_grad()
-def sample_plms(model, x, sigmas, extra_args=None, callback=None, disable=None, steps: int = 50):
+def sample_plms(model, x, sigmas, extra_args=None, callback=None, disable=None, steps: int = 50,
+                calls: int | None = None):
     """A k-diffusion-style sampler function for comfy.samplers.KSAMPLER.
 
     `sigmas` only set where ComfyUI starts and ends; the calls follow PLMS over `steps` leading
-    timesteps. x arrives scaled as for the largest noise level (see ReferenceStartSampler).
+    timesteps, and stop after `calls` UNet evaluations if given (recording needs only the first
+    T, as `last_step` cuts other samplers). x arrives scaled as for the largest noise level (see
+    ReferenceStartSampler).
     """
     extra_args = extra_args or {}
     model_sampling = model.inner_model.inner_model.model_sampling
@@ -63,10 +67,10 @@ def sample_plms(model, x, sigmas, extra_args=None, callback=None, disable=None, 
     sample = x / (1.0 + table[t0] ** 2) ** 0.5  # = the unit-variance starting noise
     history: list[torch.Tensor] = []
     first_sample = sample
-    for counter, t in enumerate(call_timesteps(steps)):
+    for counter, t in enumerate(call_timesteps(steps)[:calls]):
         eps = eps_at(sample, t)
         if counter == 1:  # warm-up: redo the first step with the mean of both slopes
-            sample = _previous_sample(first_sample, (eps + history[-1]) / 2, alpha_of(t + ratio), alpha_of(t))
+            sample = _previous_sample(first_sample, (eps + history[-1]) / 2, alpha_of(t0), alpha_of(t))
         else:
             history = [*history[-3:], eps]
             if len(history) == 1:
@@ -93,8 +97,8 @@ class ReferenceStartSampler(comfy.samplers.KSAMPLER):
         return True
 
 
-def plms_sampler(steps: int) -> ReferenceStartSampler:
-    return ReferenceStartSampler(sample_plms, extra_options={"steps": steps})
+def plms_sampler(steps: int, calls: int | None = None) -> ReferenceStartSampler:
+    return ReferenceStartSampler(sample_plms, extra_options={"steps": steps, "calls": calls})
 
 
 def plms_sigmas(model_sampling, steps: int) -> torch.Tensor:

@@ -209,9 +209,9 @@ def sample_recorded_steps(
     with torch.inference_mode(), contextlib.suppress(StopSampling):
         if settings.schedule == "reference":
             sigmas = plms.plms_sigmas(patcher.get_model_object("model_sampling"), settings.steps)
+            sampler = plms.plms_sampler(settings.steps, settings.recorded_steps)
             comfy.sample.sample_custom(
-                patcher, noise, settings.cfg, plms.plms_sampler(settings.steps), sigmas, positive, negative, latent,
-                disable_pbar=True, seed=seeds[0],
+                patcher, noise, settings.cfg, sampler, sigmas, positive, negative, latent, disable_pbar=True, seed=seeds[0]
             )
         else:
             comfy.sample.sample(

@@ -28,11 +28,27 @@ def saliency(engine, model, encode, concepts=("cat",), pairs=3, **overrides):
 def test_exactly_t_unet_calls_per_prompt_batch(engine, tiny_model, encode, sampler):
     calls = []
     call_counter(tiny_model, calls)
-    record = saliency(engine, tiny_model, encode, pairs=3, prompts_per_batch=2, sampler_name=sampler)
+    record = saliency(engine, tiny_model, encode, pairs=3, prompts_per_batch=2, sampler_name=sampler, schedule="sampler")
     batches = 2 + 2  # base set: 3 prompts in 2 batches; one concept: 2 batches
     assert len(calls) == record.unet_calls == batches * 3
     assert all(sorted(chunks) == [0, 1] for chunks, _ in calls)  # cond and uncond in one call
     assert [size for _, size in calls] == ([4] * 3 + [2] * 3) * 2  # 2 prompts x 2 CFG halves, then 1 x 2
+
+
+def test_reference_schedule_makes_the_reference_codes_calls(engine, tiny_model, encode):
+    """SD1.x default: diffusers' PNDM (skip_prk_steps) calls, 961 twice, from unit-variance noise."""
+    seen = []
+    sampling = tiny_model.get_model_object("model_sampling")
+
+    def spy(executor, x, t, *args, **kwargs):
+        seen.append((int(sampling.timestep(t)[0]), float(x.std() / (1 + t[0] ** 2) ** 0.5)))
+        return executor(x, t, *args, **kwargs)
+
+    tiny_model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "test_spy", spy)
+    saliency(engine, tiny_model, encode, pairs=1, steps=50, recorded_steps=10, prompts_per_batch=1)
+    assert [t for t, _ in seen[:10]] == [981, 961, 961, 941, 921, 901, 881, 861, 841, 821]
+    assert 0.8 < seen[0][1] < 1.2  # the UNet sees the unit-variance starting noise itself at t = 981
+    assert engine.plms.call_timesteps(2) == [501, 1, 1] and max(engine.plms.inference_timesteps(1000)) == 999
 
 
 def test_cfg_one_records_cond_only(engine, tiny_model, encode):

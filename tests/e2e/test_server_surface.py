@@ -86,7 +86,8 @@ def test_invalid_values_are_node_errors_and_the_server_keeps_working(comfy_serve
 def test_interrupted_saliency_leaves_server_usable_and_model_unpatched(comfy_server, checkpoint_name, object_info):
     reference = comfy_server.run(plain_generation(checkpoint_name, 99, "e2e/interrupt"))
 
-    long_run = fia_chain(checkpoint_name, prompt_pairs=1000, steps=1000, recorded_steps=1000)
+    # per-pair noise: 1000 pairs from 30 placeholders (shared noise refuses repeats)
+    long_run = fia_chain(checkpoint_name, prompt_pairs=1000, steps=1000, recorded_steps=1000, noise="per-pair")
     long_run = with_defaults(save_mask(long_run, "e2e/never"), object_info)
     prompt_id = comfy_server.queue(long_run)
     deadline = time.monotonic() + 60

@@ -66,6 +66,7 @@ def test_shipped_settings_follow_the_paper(name, object_info):
     for node in nodes_of(prompt, "FIAComputeConceptSaliency").values():
         assert {k: node["inputs"][k] for k in ("seed", "steps", "recorded_steps", "cfg", "prompt_pairs")} == {
             "seed": 1244, "steps": 50, "recorded_steps": 10, "cfg": 7.5, "prompt_pairs": 0}
+        assert (node["inputs"]["schedule"], node["inputs"]["noise"]) == ("reference", "shared")
     for node in nodes_of(prompt, "FIASelectSensitiveNeurons").values():
         assert node["inputs"]["r1"] == 0.05 and node["inputs"]["method"] == "fia"
     for node in nodes_of(prompt, "KSampler").values():
