@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
+from . import paper
 from .errors import FIAInputError
 
 PLACES = (
@@ -38,35 +39,26 @@ PLACEHOLDER_SLOT = "{placeholder}"
 
 @dataclass(frozen=True)
 class PromptPreset:
-    """Templates, vocabulary and the paper's selection defaults (Table 8) for one task."""
+    """Templates and vocabulary of one task; its paper settings (Table 8) are `paper.for_task(name)`."""
 
     name: str
     concept_templates: tuple[str, ...]
     base_templates: tuple[str, ...]
     placeholders: tuple[str, ...]
-    r2: float = 0.01
-    alpha: float = 0.6
-    r2_per_concept: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def paper(self) -> paper.PaperSettings:
+        return paper.for_task(self.name)
 
 
 PRESETS: dict[str, PromptPreset] = {
     "objects": PromptPreset(
-        "objects",
-        ("a {concept} in a {placeholder}", "a {concept} near the {placeholder}"),
-        ("a {placeholder}",),
-        PLACES,
-        r2=0.007,
-        alpha=0.6,
-        r2_per_concept={"parachute": 0.03, "golf ball": 0.03, "gas pump": 0.03},
+        "objects", ("a {concept} in a {placeholder}", "a {concept} near the {placeholder}"), ("a {placeholder}",), PLACES
     ),
     "explicit": PromptPreset(
-        "explicit", ("a photo of a {concept} {placeholder}",), ("a photo of a {placeholder}",),
-        PERSONS, r2=0.01, alpha=0.6,
+        "explicit", ("a photo of a {concept} {placeholder}",), ("a photo of a {placeholder}",), PERSONS
     ),
-    "art": PromptPreset(
-        "art", ("a {placeholder} in the style of {concept}",), ("a {placeholder}",), OBJECTS,
-        r2=0.02, alpha=0.8, r2_per_concept={"van gogh": 0.03},
-    ),
+    "art": PromptPreset("art", ("a {placeholder} in the style of {concept}",), ("a {placeholder}",), OBJECTS),
 }
 PRESET_NAMES = (*PRESETS, "custom")
 NOISE_PROTOCOLS = ("shared", "per-pair")
@@ -124,10 +116,7 @@ def resolve_preset(
         raise FIAInputError(f"preset: unknown preset '{preset}'. Choose one of {', '.join(PRESET_NAMES)}.")
     chosen = PRESETS[preset]
     if placeholders:
-        chosen = PromptPreset(
-            chosen.name, chosen.concept_templates, chosen.base_templates, placeholders,
-            chosen.r2, chosen.alpha, chosen.r2_per_concept,
-        )
+        chosen = replace(chosen, placeholders=placeholders)
     return chosen
 
 
@@ -172,16 +161,11 @@ def base_set_id(pairs: list[PromptPair]) -> str:
 
 
 def r2_for(concept: str, preset_name: str, r2: float, overrides: dict[str, float]) -> float:
-    """Per-concept r2: explicit override, else the given r2, else (r2 == 0) the paper's default."""
+    """Per-concept r2: explicit override, else the given r2, else (r2 == 0) the paper's value for the task."""
     key = concept.lower()
     if key in overrides:
         return overrides[key]
-    if r2 > 0:
-        return r2
-    preset = PRESETS.get(preset_name)
-    if preset is None:
-        return 0.01
-    return preset.r2_per_concept.get(key, preset.r2)
+    return r2 if r2 > 0 else paper.for_task(preset_name).r2_for(key)
 
 
 def parse_r2_overrides(text: str, concepts: list[str]) -> dict[str, float]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io, ui
 
-from ..fia_engine import fuse_masks
+from ..fia_engine import fuse_masks, paper
 from ..fia_engine.checks import empty_mask_warning
 from ..fia_engine.selection import COMPATIBILITY
 from .types import CATEGORY, ConceptMasks, Mask
@@ -29,9 +29,9 @@ class FIAFuseMasks(io.ComfyNode):
             inputs=[
                 ConceptMasks.Input("concept_masks", tooltip="Output of FIA Select Sensitive Neurons."),
                 *extra,
-                io.Float.Input("alpha", default=0.6, min=0.01, max=1.0, step=0.05, round=0.01,
+                io.Float.Input("alpha", default=paper.GENERAL.alpha, min=0.01, max=1.0, step=0.05, round=0.01,
                                tooltip="A weight in at least ceil(alpha * concepts) masks (and at least 2) is "
-                                       "concept-agnostic and kept. Paper: 0.6 objects and explicit, 0.8 art."),
+                                       f"concept-agnostic and kept. Paper: {paper.describe('alpha')}."),
                 io.Combo.Input("fusion", options=["concept-agnostic", "union"], default="concept-agnostic",
                                tooltip="concept-agnostic: the paper's fusion. union: prune every selected weight "
                                        "(forgets a bit more, costs image quality)."),

@@ -6,7 +6,7 @@ import comfy.samplers
 import comfy.utils
 from comfy_api.latest import io
 
-from ..fia_engine import PRESET_NAMES, SamplingSettings, compute_saliency, parse_concepts, resolve_preset
+from ..fia_engine import PRESET_NAMES, SamplingSettings, compute_saliency, paper, parse_concepts, resolve_preset
 from ..fia_engine.checks import check_concept_names, check_finite
 from ..fia_engine.prompts import NOISE_PROTOCOLS
 from ..fia_engine.recording import SCHEDULES
@@ -66,13 +66,14 @@ class FIAComputeConceptSaliency(io.ComfyNode):
                 io.Int.Input("prompt_pairs", default=0, min=0, max=1000,
                              tooltip="Concept/base prompt pairs per concept. 0 = one per placeholder (the "
                                      "reference code's choice: 30 for objects and art, 18 for explicit)."),
-                io.Int.Input("seed", default=1244, min=0, max=0xFFFFFFFF, control_after_generate=False,
+                io.Int.Input("seed", default=paper.GENERAL.seed, min=0, max=0xFFFFFFFF, control_after_generate=False,
                              tooltip="Seed of the prompt shuffle and of the starting latent every prompt shares "
-                                     "(see noise). The paper uses 1244."),
-                io.Int.Input("steps", default=50, min=1, max=1000,
-                             tooltip="Length of the sampling schedule the recorded steps are taken from (paper: 50)."),
-                io.Int.Input("recorded_steps", default=10, min=1, max=1000,
-                             tooltip="T: how many early UNet calls are recorded (paper: 10). Sampling stops "
+                                     f"(see noise). The paper uses {paper.GENERAL.seed}."),
+                io.Int.Input("steps", default=paper.GENERAL.steps, min=1, max=1000,
+                             tooltip="Length of the sampling schedule the recorded steps are taken from "
+                                     f"(paper: {paper.GENERAL.steps})."),
+                io.Int.Input("recorded_steps", default=paper.GENERAL.recorded_steps, min=1, max=1000,
+                             tooltip=f"T: how many early UNet calls are recorded (paper: {paper.GENERAL.recorded_steps}). Sampling stops "
                                      "there; the rest of the schedule is never run."),
                 io.Float.Input("cfg", default=0.0, min=0.0, max=100.0, step=0.1, round=0.01,
                                tooltip="Classifier-free guidance while recording. 0 = the model family's value: "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io, ui
 
-from ..fia_engine import parse_r2_overrides, select_sensitive_neurons
+from ..fia_engine import paper, parse_r2_overrides, select_sensitive_neurons
 from ..fia_engine.checks import empty_selection_warning
 from ..fia_engine.selection import COMPATIBILITY
 from .types import CATEGORY, ConceptMasks, Saliency
@@ -21,12 +21,12 @@ class FIASelectSensitiveNeurons(io.ComfyNode):
                         "(time-integrated sensitivity, Eq.3) and stand out in their row and layer (Eq.4-6).",
             inputs=[
                 Saliency.Input("saliency", tooltip="Output of FIA Compute Concept Saliency."),
-                io.Float.Input("r1", default=0.05, min=0.0001, max=1.0, step=0.001, round=0.0001,
-                               tooltip="Top fraction of weights counted as sensitive at each step (Eq.3; paper: 0.05)."),
+                io.Float.Input("r1", default=paper.GENERAL.r1, min=0.0001, max=1.0, step=0.001, round=0.0001,
+                               tooltip="Top fraction of weights counted as sensitive at each step "
+                                       f"(Eq.3; paper: {paper.GENERAL.r1})."),
                 io.Float.Input("r2", default=0.0, min=0.0, max=1.0, step=0.001, round=0.0001,
                                tooltip="Fraction selected per row and per layer (Eq.4-6). 0 = the paper's value "
-                                       "for the preset: objects 0.007 (0.03 for parachute, golf ball, gas pump), "
-                                       "explicit 0.01, art 0.02 (0.03 for Van Gogh)."),
+                                       f"for the preset: {paper.describe('r2')}."),
                 io.String.Input("r2_overrides", multiline=True, default="", placeholder="Van Gogh: 0.03",
                                 tooltip="Per-concept r2, one 'concept: ratio' per line; wins over r2."),
                 io.Combo.Input("method", options=["fia", "conceptprune"], default="fia",

@@ -13,6 +13,7 @@ from ..fia_engine import (
     apply_mask,
     compute_saliency,
     fuse_masks,
+    paper,
     parse_concepts,
     resolve_preset,
     select_sensitive_neurons,
@@ -27,8 +28,7 @@ from .types import CATEGORY, Mask
 # SD1.x/SD2.x (euler/normal for other families), one starting latent for every prompt, the model's
 # native size, 4 prompts per batch, and cfg 0 = the family's recording cfg (7.5 for SD1.x, the paper's).
 # One constant, so tests can shrink the geometry.
-PAPER_SAMPLING = SamplingSettings(cfg=0.0)
-PAPER_R1 = 0.05
+PAPER_SAMPLING = SamplingSettings(paper.GENERAL.steps, paper.GENERAL.recorded_steps, cfg=0.0)
 # "custom" needs templates and placeholders: that path is the five-node graph.
 ONE_NODE_PRESETS = [name for name in PRESETS if name != "custom"]
 
@@ -59,8 +59,9 @@ class FIAUnlearn(io.ComfyNode):
                              tooltip="Concept/base prompt pairs per concept. 0 = one per placeholder (30 for "
                                      "objects and art, 18 for explicit). Fewer is faster and rougher; the paper "
                                      "says 5 well-chosen ones suffice."),
-                io.Int.Input("seed", default=1244, min=0, max=0xFFFFFFFF, control_after_generate=False,
-                             tooltip="Seed of the prompt shuffle and of the starting latent all prompts share (paper: 1244). "
+                io.Int.Input("seed", default=paper.GENERAL.seed, min=0, max=0xFFFFFFFF, control_after_generate=False,
+                             tooltip="Seed of the prompt shuffle and of the starting latent all prompts share "
+                                     f"(paper: {paper.GENERAL.seed}). "
                                      "It stays fixed between runs, so a rerun reuses the mask instead of "
                                      "recomputing it."),
                 io.Int.Input("recorded_steps", default=PAPER_SAMPLING.recorded_steps, min=1,
@@ -69,11 +70,11 @@ class FIAUnlearn(io.ComfyNode):
                                      "(paper: 10). Cost is prompt pairs x (concepts + 1) x T UNet calls."),
                 io.Float.Input("r2", default=0.0, min=0.0, max=1.0, step=0.001, round=0.0001,
                                tooltip="Fraction of each layer selected per concept. 0 = the paper's value for "
-                                       "the preset: objects 0.007, explicit 0.01, art 0.02 (0.03 for Van Gogh)."),
+                                       f"the preset: {paper.describe('r2')}."),
                 io.Float.Input("alpha", default=0.0, min=0.0, max=1.0, step=0.05, round=0.01,
                                tooltip="Weights selected for at least ceil(alpha x concepts) concepts (and at "
                                        "least 2) are shared by everything and kept. 0 = the paper's value: "
-                                       "0.6 objects and explicit, 0.8 art."),
+                                       f"{paper.describe('alpha')}."),
                 io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.05, round=0.01,
                                tooltip="1 = selected weights set to zero (the paper), 0 = untouched."),
             ],
@@ -100,7 +101,7 @@ class FIAUnlearn(io.ComfyNode):
         settings = dataclasses.replace(PAPER_SAMPLING, recorded_steps=recorded_steps)
         record = compute_saliency(model, clip_encoder(clip), concept_list, chosen, prompt_pairs, seed, settings,
                                   "reference", comfy_progress())
-        masks = select_sensitive_neurons(record, PAPER_R1, r2)
-        mask = fuse_masks([masks], alpha or chosen.alpha)
+        masks = select_sensitive_neurons(record, chosen.paper.r1, r2)
+        mask = fuse_masks([masks], alpha or chosen.paper.alpha)
         warnings = "\n".join(filter(None, (empty_selection_warning(masks), empty_mask_warning(mask))))
         return io.NodeOutput(apply_mask(model, mask, strength), mask, ui=ui.PreviewText(warnings) if warnings else None)

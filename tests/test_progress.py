@@ -113,7 +113,7 @@ def test_unlearn_node_is_the_five_node_chain_at_paper_settings(pack, engine, mod
     paper = engine.SamplingSettings(steps=50, recorded_steps=10, cfg=0.0, sampler_name="euler", scheduler="normal",
                                     width=0, height=0, prompts_per_batch=4)  # cfg 0 = the family's: 7.5 on SD1.x
     assert paper == unlearn.PAPER_SAMPLING
-    assert unlearn.PAPER_R1 == 0.05 and "custom" not in unlearn.ONE_NODE_PRESETS
+    assert pack.fia_engine.paper.for_task("art").r1 == 0.05 and "custom" not in unlearn.ONE_NODE_PRESETS
     small = dataclasses.replace(unlearn.PAPER_SAMPLING, steps=SMALL["steps"], width=32, height=32,
                                 prompts_per_batch=2)
     monkeypatch.setattr(unlearn, "PAPER_SAMPLING", small)  # the paper's geometry costs minutes on CPU
