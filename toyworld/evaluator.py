@@ -1,20 +1,24 @@
 """Read colour, shape and background off a 32x32 image with a small CNN.
 
-Trained only on rendered images with heavy noise/blur augmentation, so that it also reads
-generated samples, whose typical flaws are per-pixel colour noise and soft edges.
+Trained only on rendered images with heavy noise/blur/colour-cast augmentation, so that it
+also reads generated samples, whose typical flaws are per-pixel colour noise, soft edges and
+tinted backgrounds. It reads world version 3's absent values too (no shape, the neutral colour,
+the plain background); scenes naming every attribute render alike in versions 2 and 3, so it
+reads the v2 model's images as well.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .world import BACKGROUNDS, COLOUR_NAMES, SHAPES
+from .world import VALUES
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "evaluator.safetensors"
-HEADS = {"colour": COLOUR_NAMES, "shape": SHAPES, "background": BACKGROUNDS}
+HEADS = VALUES
 
 
 class Evaluator(nn.Module):
@@ -54,10 +58,15 @@ _CACHE: dict[str, Evaluator] = {}
 
 
 def load_evaluator(path: str | Path = DEFAULT_WEIGHTS) -> Evaluator:
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     key = str(path)
     if key not in _CACHE:
+        with safe_open(key, "pt") as f:
+            heads = json.loads((f.metadata() or {}).get("heads", "null"))
+        if heads != {k: list(v) for k, v in HEADS.items()}:
+            raise ValueError(f"{key} reads other values than world.VALUES: {heads}; retrain it")
         net = Evaluator()
         missing, unexpected = net.load_state_dict(
             {k: v.float() for k, v in load_file(key).items()}, strict=False
@@ -77,7 +86,7 @@ def classify(images: torch.Tensor, net: Evaluator | None = None) -> list[tuple[s
         logits = net(images[i : i + 256].float().clamp(0, 1))
         idx = {k: v.argmax(dim=1).tolist() for k, v in logits.items()}
         out += [
-            (COLOUR_NAMES[c], SHAPES[s], BACKGROUNDS[b])
+            (HEADS["colour"][c], HEADS["shape"][s], HEADS["background"][b])
             for c, s, b in zip(idx["colour"], idx["shape"], idx["background"])
         ]
     return out

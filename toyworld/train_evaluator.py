@@ -2,8 +2,8 @@
 
     python -m toyworld.train_evaluator --out toyworld/weights/evaluator.safetensors
 
-Held-out accuracy is measured on clean renders from a disjoint seed stream and stored in
-the weights' metadata.
+Held-out accuracy is measured on renders from a disjoint seed stream, clean and degraded by
+`augment` with a fixed seed, and stored in the weights' metadata.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ HELD_OUT_SEED = 987_654_321
 
 
 def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Imitate sampler flaws: gaussian and impulse pixel noise, blur, small colour shifts."""
+    """Imitate sampler flaws: gaussian and impulse pixel noise, blur, gain and brightness shifts,
+    and colour casts (a per-channel offset, as the v2 model tinted backgrounds teal or purple)."""
     b = images.shape[0]
     x = images.movedim(-1, 1)
     blur = torch.rand(b, 1, 1, 1, generator=gen) < 0.3
@@ -35,7 +36,8 @@ def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     x = torch.where(blur, blurred, x)
     gain = 1 + 0.12 * (torch.rand(b, 3, 1, 1, generator=gen) * 2 - 1)
     shift = 0.06 * (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1)
-    x = x * gain + shift
+    cast = 0.05 * (torch.rand(b, 3, 1, 1, generator=gen) * 2 - 1)
+    x = x * gain + shift + cast
     sigma = 0.2 * torch.rand(b, 1, 1, 1, generator=gen) ** 2
     x = x + sigma * torch.randn(x.shape, generator=gen)
     p_imp = 0.05 * torch.rand(b, 1, 1, 1, generator=gen)
@@ -51,7 +53,7 @@ def rendered_set(seed: int, n: int) -> tuple[torch.Tensor, list[tuple[str, str, 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
@@ -87,7 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     meta = {
         "held_out_clean": json.dumps(clean),
         "held_out_augmented": json.dumps(noisy),
-        "held_out": f"{a.held_out} renders, world.batch(seed={HELD_OUT_SEED})",
+        "held_out": f"{a.held_out} renders, world.batch(seed={HELD_OUT_SEED}); augmented: augment(seed 1)",
+        "heads": json.dumps({k: list(v) for k, v in HEADS.items()}),
+        "minutes": f"{(time.time() - start) / 60:.1f}",
         "training": json.dumps({k: str(v) for k, v in vars(a).items()}),
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)
