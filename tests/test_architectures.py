@@ -78,7 +78,7 @@ def test_streams_defaults_all_and_unknown(engine):
 def test_flux2_is_refused_not_taken_for_flux1(engine):
     import comfy.supported_models
 
-    cfg = comfy.supported_models.Flux2({"image_model": "flux2"})
+    cfg = comfy.supported_models.Flux2({"image_model": "flux2", "hidden_size": 6144})  # 0.33 reads hidden_size
     patcher = SimpleNamespace(model=SimpleNamespace(model_config=cfg))
     with pytest.raises(engine.FIAInputError, match="Flux.2 models are not supported yet"):
         engine.layers_of_patcher(patcher)

@@ -87,10 +87,23 @@ FULL = {
 }
 
 
+def flux_detected_fields(unet_config: dict) -> dict:
+    """`unet_config` plus what model detection adds for Flux.1 in the running ComfyUI: 0.33 requires
+    `txt_ids_dims` (Flux.1: none), which 0.3.75's FluxParams would refuse as unknown."""
+    import dataclasses
+
+    from comfy.ldm.flux.model import FluxParams
+
+    if unet_config.get("image_model") != "flux":
+        return unet_config
+    fields = {field.name for field in dataclasses.fields(FluxParams)}
+    return unet_config | ({"txt_ids_dims": []} if "txt_ids_dims" in fields else {})
+
+
 def model_config(class_name: str, unet_config: dict):
     import comfy.supported_models
 
-    cfg = getattr(comfy.supported_models, class_name)(dict(unet_config))
+    cfg = getattr(comfy.supported_models, class_name)(flux_detected_fields(dict(unet_config)))
     cfg.set_inference_dtype(torch.float32, None)
     return cfg
 
