@@ -80,14 +80,14 @@ def run_set(world, concepts: list[str], args, sweep: bool, save) -> dict:
         configs |= {f"FIA r2={r2}": {"r2": r2} for r2 in (0.003, 0.03, 0.1)}
         configs |= {f"FIA alpha={alpha}": {"alpha": alpha} for alpha in (1.0,)}
     for name, overrides in configs.items():
-        settings = dataclasses.replace(fg.ForgetSettings(num_pairs=args.pairs), **overrides)
+        settings = dataclasses.replace(fg.SETTINGS, num_pairs=args.pairs, **overrides)
         started = time.perf_counter()
         if settings.form not in records:
             records[settings.form] = fg.saliency(world, concepts, settings)
         masks, mask = fg.mask_from(records[settings.form], settings)
         seconds = time.perf_counter() - started
         row = probes.measure(apply_mask(world.patcher, mask))
-        row |= {"concepts": concepts, "settings": dataclasses.asdict(settings) | {"recording": vars(fg.RECORDING)},
+        row |= {"concepts": concepts, "settings": dataclasses.asdict(settings),
                 "pruned_weights": mask.pruned_count, "sparsity": mask.sparsity, "fia_seconds": seconds,
                 "selected_per_layer": per_layer_share(masks, concepts)}
         result[name] = row

@@ -31,8 +31,8 @@ import torch  # noqa: E402
 
 import fia_engine as fia  # noqa: E402
 from fia_engine.memory import process_memory_bytes  # noqa: E402
-from fia_engine.recording import batch_conditioning, latent_geometry  # noqa: E402
-from fia_engine.saliency import SaliencyRecord  # noqa: E402
+from fia_engine.recording import batch_conditioning, latent_geometry, sample_first_steps  # noqa: E402
+from fia_engine.saliency import SaliencyRecord, recording_jobs  # noqa: E402
 from fia_engine.statistics import Moments  # noqa: E402
 
 TOYWORLD_WEIGHTS = common.REPO / "toyworld" / "weights" / "toyworld.safetensors"
@@ -55,26 +55,19 @@ class Subject:
     def saliency(self, concepts: list[str], count: int, **overrides) -> SaliencyRecord:
         settings = fia.SamplingSettings(**(vars(self.settings) | overrides))
         return fia.compute_saliency(self.patcher, self.encode, concepts, fia.PromptPreset("bench", (), (), ()),
-                                    count, 1244, settings, pairs=self.pairs(concepts, count))
+                                    count, fia.paper.GENERAL.seed, settings, pairs=self.pairs(concepts, count))
 
     def plain_sampling(self, concepts: list[str], count: int) -> int:
-        """The same batches, prompts and seeds with plain comfy.sample.sample and no hooks: the
+        """The same batches, prompts, seeds and schedule as saliency, with no hooks: the
         unavoidable work. Returns the number of sampler runs."""
         settings = self.settings
-        pairs = self.pairs(concepts, count)
-        jobs = {fia.prompts.base_set_id(p): [(x.base_prompt, x.seed) for x in p] for p in pairs.values()}
-        jobs = list(jobs.values()) + [[(x.concept_prompt, x.seed) for x in p] for p in pairs.values()]
-        channels, height, width = latent_geometry(self.patcher, settings.width, settings.height)
+        geometry = latent_geometry(self.patcher, settings.width, settings.height)
         negative, cache, runs = self.encode(""), {}, 0
-        for items in jobs:
+        for _, _, items in recording_jobs(self.pairs(concepts, count), concepts):
             for start in range(0, len(items), settings.prompts_per_batch):
                 chunk = items[start:start + settings.prompts_per_batch]
                 positive = batch_conditioning([cache.setdefault(t, self.encode(t)) for t, _ in chunk])
-                latent = torch.zeros(len(chunk), channels, height, width)
-                noise = torch.cat([comfy.sample.prepare_noise(latent[:1], s) for _, s in chunk])
-                comfy.sample.sample(self.patcher, noise, settings.steps, settings.cfg, settings.sampler_name,
-                                    settings.scheduler, positive, negative, latent,
-                                    last_step=settings.recorded_steps, disable_pbar=True, seed=chunk[0][1])
+                sample_first_steps(self.patcher, settings, positive, negative, [s for _, s in chunk], geometry)
                 runs += 1
         return runs
 
@@ -93,7 +86,7 @@ def small_subject() -> Subject:
 
 
 def objects_pairs(concept: str, count: int) -> list[fia.PromptPair]:
-    return fia.build_prompt_pairs(concept, fia.PRESETS["objects"], count, 1244)
+    return fia.build_prompt_pairs(concept, fia.PRESETS["objects"], count, fia.paper.GENERAL.seed)
 
 
 def sd15_subject(size: int) -> Subject:
@@ -290,14 +283,15 @@ def select_fuse_child(out_json: str, mask_path: str) -> None:
     resident = process_memory_bytes("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak, to the current RSS
     start = time.perf_counter()
-    masks = fia.select_sensitive_neurons(record, r1=0.05, r2=0.007)
-    mask = fia.fuse_masks([masks], alpha=0.6)
+    result = fia.masks_from(record, fia.MethodSettings())  # the paper's objects values
+    masks, mask = result.concept_masks, result.mask
     seconds = time.perf_counter() - start
     peak = process_memory_bytes("VmHWM")
     fia.save_mask(mask, mask_path)
     largest = max(layer.out_features * layer.in_features for layer in layers) * 4
     Path(out_json).write_text(json.dumps({
-        "concepts": 10, "recorded_steps": 10, "r1": 0.05, "r2": 0.007, "alpha": 0.6,
+        "concepts": 10, "recorded_steps": 10, "r1": fia.paper.TASKS["objects"].r1, "r2": fia.paper.TASKS["objects"].r2,
+        "alpha": fia.paper.TASKS["objects"].alpha,
         "select_fuse_seconds": seconds, "peak_rss_above_resident_bytes": peak - resident,
         "largest_layer_fp32_bytes": largest, "peak_over_largest_layer": (peak - resident) / largest,
         "pruned_weights": mask.pruned_count, "kept_agnostic_weights": sum(int(k.numel()) for k in mask.kept_agnostic.values()),

@@ -6,7 +6,6 @@ Nodes take their defaults and tooltips from here, the engine its fallbacks; noth
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 
 @dataclass(frozen=True)
@@ -15,7 +14,7 @@ class PaperSettings:
 
     r1: float = 0.05  # Eq.3: top fraction of S[t] counted as sensitive at each step
     r2: float = 0.01  # Eq.4-5: fraction selected per output row and per layer
-    r2_per_concept: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))  # hard concepts
+    r2_per_concept: dict[str, float] = field(default_factory=dict)  # hard concepts
     alpha: float = 0.6  # Eq.8: a weight in >= ceil(alpha * C) concept masks is concept-agnostic
     steps: int = 50  # the sampling schedule the recorded calls come from
     recorded_steps: int = 10  # T: early UNet calls recorded
@@ -29,13 +28,13 @@ class PaperSettings:
 GENERAL = PaperSettings()
 """What a task without its own row (a custom preset) uses."""
 
-TASKS: MappingProxyType = MappingProxyType({
+TASKS: dict[str, PaperSettings] = {
     "objects": PaperSettings(
-        r2=0.007, r2_per_concept=MappingProxyType({"parachute": 0.03, "golf ball": 0.03, "gas pump": 0.03})
+        r2=0.007, r2_per_concept={"parachute": 0.03, "golf ball": 0.03, "gas pump": 0.03}
     ),
     "explicit": PaperSettings(r2=0.01),
-    "art": PaperSettings(r2=0.02, alpha=0.8, r2_per_concept=MappingProxyType({"van gogh": 0.03})),
-})
+    "art": PaperSettings(r2=0.02, alpha=0.8, r2_per_concept={"van gogh": 0.03}),
+}
 
 
 def for_task(name: str) -> PaperSettings:

@@ -196,17 +196,31 @@ def sample_recorded_steps(
     geometry: tuple[int, int, int],
 ) -> None:
     """Samples one prompt batch until T evaluations are recorded; every prompt's noise comes from its own seed."""
+    settings = recorder.settings
+    with contextlib.suppress(StopSampling):
+        sample_first_steps(patcher, settings, positive, negative, seeds, geometry)
+    if not recorder.complete:
+        raise RuntimeError(
+            f"the sampler made {recorder.evaluation} model evaluations, fewer than the "
+            f"{settings.recorded_steps} recorded steps asked for"
+        )
+
+
+def sample_first_steps(
+    patcher, settings: SamplingSettings, positive: list, negative: list, seeds: list[int], geometry: tuple[int, int, int]
+) -> None:
+    """The first T UNet calls of `settings`' schedule for one prompt batch: what recording hooks
+    into, and, without hooks, the unavoidable work it is measured against."""
     import comfy.sample
 
     from . import plms
 
-    settings = recorder.settings
     channels, height, width = geometry
     latent = torch.zeros((len(seeds), channels, height, width))
     noise = torch.cat([comfy.sample.prepare_noise(latent[:1], seed) for seed in seeds])
     # ComfyUI runs nodes in inference mode; scripts calling the engine get it here too, or
     # autograd would build a graph through every UNet call
-    with torch.inference_mode(), contextlib.suppress(StopSampling):
+    with torch.inference_mode():
         if settings.schedule == "reference":
             sigmas = plms.plms_sigmas(patcher.get_model_object("model_sampling"), settings.steps)
             sampler = plms.plms_sampler(settings.steps, settings.recorded_steps)
@@ -218,8 +232,3 @@ def sample_recorded_steps(
                 patcher, noise, settings.steps, settings.cfg, settings.sampler_name, settings.scheduler,
                 positive, negative, latent, last_step=settings.recorded_steps, disable_pbar=True, seed=seeds[0],
             )
-    if not recorder.complete:
-        raise RuntimeError(
-            f"the sampler made {recorder.evaluation} model evaluations, fewer than the "
-            f"{settings.recorded_steps} recorded steps asked for"
-        )

@@ -135,8 +135,7 @@ def compute_saliency(
     weights = effective_weights(patcher, layers, originals)
     source_fingerprint = fingerprint(originals)
     batch = settings.prompts_per_batch
-    jobs = [("base", b, [(p.base_prompt, p.seed) for p in ps]) for b, ps in base_sets.items()]
-    jobs += [("concept", c, [(p.concept_prompt, p.seed) for p in pairs[c]]) for c in concepts]
+    jobs = recording_jobs(pairs, concepts)
     total_calls = settings.recorded_steps * sum(-(-len(items) // batch) for _, _, items in jobs)
     done = 0
 
@@ -197,6 +196,15 @@ def compute_saliency(
         fingerprint=source_fingerprint,
         unet_calls=recorder.unet_calls,
     )
+
+
+def recording_jobs(
+    pairs: dict[str, list[prompt_lib.PromptPair]], concepts: list[str]
+) -> list[tuple[str, str, list[tuple[str, int]]]]:
+    """(kind, name, [(prompt, seed), ...]) per prompt set: each base set once, then each concept."""
+    base_sets = {prompt_lib.base_set_id(pairs[c]): pairs[c] for c in concepts}
+    jobs = [("base", b, [(p.base_prompt, p.seed) for p in ps]) for b, ps in base_sets.items()]
+    return jobs + [("concept", c, [(p.concept_prompt, p.seed) for p in pairs[c]]) for c in concepts]
 
 
 def _unit_shape(layer: FFLayer, form: str) -> tuple[int, ...]:

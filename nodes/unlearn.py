@@ -9,14 +9,13 @@ from comfy_api.latest import io, ui
 from ..fia_engine import (
     PRESETS,
     FIAInputError,
+    MethodSettings,
     SamplingSettings,
     apply_mask,
-    compute_saliency,
-    fuse_masks,
     paper,
     parse_concepts,
     resolve_preset,
-    select_sensitive_neurons,
+    unlearning_mask,
 )
 from ..fia_engine.checks import check_concept_names, empty_mask_warning, empty_selection_warning
 from ..fia_engine.patching import check_strength
@@ -98,10 +97,10 @@ class FIAUnlearn(io.ComfyNode):
             check_ratio(name, value, allow_zero=True)  # before the saliency run, not after it
         check_strength(strength)
         chosen = resolve_preset(preset)
-        settings = dataclasses.replace(PAPER_SAMPLING, recorded_steps=recorded_steps)
-        record = compute_saliency(model, clip_encoder(clip), concept_list, chosen, prompt_pairs, seed, settings,
-                                  "reference", comfy_progress())
-        masks = select_sensitive_neurons(record, chosen.paper.r1, r2)
-        mask = fuse_masks([masks], alpha or chosen.paper.alpha)
+        sampling = dataclasses.replace(PAPER_SAMPLING, recorded_steps=recorded_steps)
+        settings = MethodSettings(r2=r2, alpha=alpha, num_pairs=prompt_pairs, seed=seed, sampling=sampling)
+        result = unlearning_mask(model, clip_encoder(clip), concept_list, chosen, settings=settings,
+                                 progress=comfy_progress())
+        masks, mask = result.concept_masks, result.mask
         warnings = "\n".join(filter(None, (empty_selection_warning(masks), empty_mask_warning(mask))))
         return io.NodeOutput(apply_mask(model, mask, strength), mask, ui=ui.PreviewText(warnings) if warnings else None)

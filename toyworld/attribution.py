@@ -13,6 +13,7 @@ cannot be forgotten by pruning a few of their weights.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -75,9 +76,9 @@ def main() -> None:
         rows = {}
         candidates = {name: zeroed(world.patcher, keys) for name, keys in groups.items()}
         if args.r2:
-            record = fg.saliency(world, [concept], fg.ForgetSettings())
+            record = fg.saliency(world, [concept], fg.SETTINGS)
             for r2 in args.r2:
-                _, mask = fg.mask_from(record, fg.ForgetSettings(r2=r2))
+                _, mask = fg.mask_from(record, dataclasses.replace(fg.SETTINGS, r2=r2))
                 candidates[f"FIA r2={r2} ({mask.sparsity:.2%} pruned)"] = apply_mask(world.patcher, mask)
         for name, patcher in candidates.items():
             rows[name] = readout(fg.generate(world, probes, patcher), probes, concept)

@@ -7,6 +7,7 @@ report.md and report.json (forget and preserve rates read by the evaluator).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -67,7 +68,7 @@ def main() -> None:
 
     world = load_toyworld()
     started = time.perf_counter()
-    mask = fg.forget(world, CONCEPTS, fg.ForgetSettings(r2=args.r2))
+    mask = fg.forget(world, CONCEPTS, dataclasses.replace(fg.SETTINGS, r2=args.r2))
     seconds = time.perf_counter() - started
     unlearned = apply_mask(world.patcher, mask)
     save_mask(mask, out / "mask.safetensors")

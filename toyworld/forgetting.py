@@ -19,12 +19,13 @@ import torch
 
 from fia_engine import (
     ConceptMasks,
+    MethodSettings,
     PromptPair,
     PromptPreset,
     SamplingSettings,
     compute_saliency,
-    fuse_masks,
-    select_sensitive_neurons,
+    masks_from,
+    unlearning_mask,
 )
 from fia_engine.masks import UnlearningMask
 from fia_engine.saliency import SaliencyRecord
@@ -38,6 +39,9 @@ ATTRIBUTE_INDEX = {"colour": 0, "shape": 1, "background": 2}
 RECORDING = SamplingSettings(steps=25, recorded_steps=10, cfg=7.5, sampler_name="ddim", scheduler="normal",
                              width=32, height=32, prompts_per_batch=8)
 GENERATION = dict(steps=25, cfg=7.5, sampler="ddim", scheduler="normal")
+PRESET = PromptPreset("toyworld", (), (), ())  # no task row in the paper: its general values (r2 0.01)
+SETTINGS = MethodSettings(num_pairs=30, sampling=RECORDING)
+"""The paper's values (r1 0.05, r2 0.01, alpha 0.6, seed 1244), 30 pairs, ToyWorld's recording."""
 
 
 def kind_of(concept: str) -> str:
@@ -77,44 +81,35 @@ def concept_pairs(concept: str, num_pairs: int = 30, seed: int = 1244,
             base = prompt_for(*without(Label(*label), kind).as_tuple())
         else:
             base = prompt_for(*(None if i == slot else v for i, v in enumerate(label)), world_version=2)
-        pairs.append(PromptPair(prompt_for(*label), base, seed + k))
+        pairs.append(PromptPair(prompt_for(*label), base, seed))  # one starting latent, as the reference
     return pairs
 
 
-@dataclass
-class ForgetSettings:
-    """Defaults follow the paper's objects setting, with the ToyWorld recording schedule."""
-
-    r1: float = 0.05
-    r2: float = 0.01
-    alpha: float = 0.6
-    num_pairs: int = 30
-    seed: int = 1244
-    form: str = "reference"
-    method: str = "fia"
-    fusion: str = "concept-agnostic"
-
-
-def saliency(world: ToyWorld, concepts: list[str], settings: ForgetSettings,
-             recording: SamplingSettings = RECORDING, progress=None) -> SaliencyRecord:
+def saliency(world: ToyWorld, concepts: list[str], settings: MethodSettings = SETTINGS, progress=None) -> SaliencyRecord:
     """One saliency run for ToyWorld concepts of any kinds (one base set per kind)."""
-    pairs = {c: concept_pairs(c, settings.num_pairs, settings.seed, world.world_version) for c in concepts}
     return compute_saliency(
-        world.patcher, world.encode, concepts, PromptPreset("toyworld", (), (), ()), settings.num_pairs,
-        settings.seed, recording, settings.form, progress, pairs=pairs,
+        world.patcher, world.encode, concepts, PRESET, settings.num_pairs, seed_of(settings), settings.sampling,
+        settings.form, progress, pairs=pairs_for(world, concepts, settings),
     )
 
 
-def mask_from(record: SaliencyRecord, settings: ForgetSettings) -> tuple[ConceptMasks, UnlearningMask]:
-    masks = select_sensitive_neurons(record, settings.r1, settings.r2, method=settings.method)
-    return masks, fuse_masks([masks], settings.alpha, settings.fusion)
+def mask_from(record: SaliencyRecord, settings: MethodSettings = SETTINGS) -> tuple[ConceptMasks, UnlearningMask]:
+    result = masks_from(record, settings)
+    return result.concept_masks, result.mask
 
 
-def forget(world: ToyWorld, concepts: list[str], settings: ForgetSettings | None = None,
-           recording: SamplingSettings = RECORDING, progress=None) -> UnlearningMask:
-    """Saliency -> selection -> fusion, with the paper's defaults."""
-    settings = settings or ForgetSettings()
-    return mask_from(saliency(world, concepts, settings, recording, progress), settings)[1]
+def forget(world: ToyWorld, concepts: list[str], settings: MethodSettings = SETTINGS, progress=None) -> UnlearningMask:
+    """Saliency -> selection -> fusion through the engine's one entry, with the paper's defaults."""
+    return unlearning_mask(world.patcher, world.encode, concepts, PRESET, settings=settings, progress=progress,
+                           pairs=pairs_for(world, concepts, settings)).mask
+
+
+def seed_of(settings: MethodSettings) -> int:
+    return PRESET.paper.seed if settings.seed is None else settings.seed
+
+
+def pairs_for(world: ToyWorld, concepts: list[str], settings: MethodSettings) -> dict[str, list[PromptPair]]:
+    return {c: concept_pairs(c, settings.num_pairs, seed_of(settings), world.world_version) for c in concepts}
 
 
 @dataclass(frozen=True)
