@@ -55,7 +55,7 @@ class Subject:
     def saliency(self, concepts: list[str], count: int, **overrides) -> SaliencyRecord:
         settings = fia.SamplingSettings(**(vars(self.settings) | overrides))
         return fia.compute_saliency(self.patcher, self.encode, concepts, fia.PromptPreset("bench", (), (), ()),
-                                    count, fia.paper.GENERAL.seed, settings, pairs=self.pairs(concepts, count))
+                                    num_pairs=count, settings=settings, pairs=self.pairs(concepts, count))
 
     def plain_sampling(self, concepts: list[str], count: int) -> int:
         """The same batches, prompts, seeds and schedule as saliency, with no hooks: the

@@ -57,8 +57,8 @@ def unlearning_mask(
     settings = settings or MethodSettings()
     seed = preset.paper.seed if settings.seed is None else settings.seed
     record = compute_saliency(
-        patcher, encode, concepts, preset, settings.num_pairs, seed, settings.sampling, settings.form, progress,
-        streams=streams, pairs=pairs,
+        patcher, encode, concepts, preset, num_pairs=settings.num_pairs, seed=seed, settings=settings.sampling,
+        form=settings.form, progress=progress, streams=streams, pairs=pairs,
     )
     return masks_from(record, settings)
 
@@ -68,8 +68,10 @@ def masks_from(record: SaliencyRecord, settings: MethodSettings) -> MethodResult
     task = paper.for_task(record.preset)
     r1 = task.r1 if settings.r1 is None else settings.r1
     concept_masks = select_sensitive_neurons(
-        record, r1, settings.r2, dict(settings.r2_overrides), settings.method, compatibility=settings.compatibility
+        record, r1=r1, r2=settings.r2, r2_overrides=dict(settings.r2_overrides), method=settings.method,
+        compatibility=settings.compatibility,
     )
-    mask = fuse_masks([concept_masks], settings.alpha or task.alpha, settings.fusion, settings.compatibility)
+    mask = fuse_masks([concept_masks], alpha=settings.alpha or task.alpha, mode=settings.fusion,
+                      compatibility=settings.compatibility)
     return MethodResult(record, concept_masks, mask)
 

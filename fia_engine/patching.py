@@ -75,7 +75,7 @@ def check_strength(strength: float) -> None:
         raise FIAInputError(f"strength: {strength} is out of range; use 0 (untouched) to 1 (fully pruned).")
 
 
-def apply_mask(patcher, mask: UnlearningMask, strength: float = 1.0, mode: str = "patch"):
+def apply_mask(patcher, mask: UnlearningMask, strength: float = 1.0, *, mode: str = "patch"):
     """A clone of `patcher` with the mask's weights pruned; checks architecture and shapes first."""
     check_strength(strength)
     if mode not in MODES:

@@ -7,13 +7,13 @@ import logging
 
 import torch
 
-from . import fusion, selection
+from . import fusion, paper, selection
 from .errors import FIAInputError
 from .masks import ConceptMasks, UnlearningMask, check_layers_match, compact_indices, warn_if_other_weights
 from .memory import release_freed_memory
 from .prompts import r2_for
 from .saliency import SaliencyRecord
-from .statistics import contrastive_saliency
+from .statistics import FORMS, contrastive_saliency
 
 SELECTION_METHODS = ("fia", "conceptprune")
 FUSION_MODES = ("concept-agnostic", "union")
@@ -29,7 +29,8 @@ def check_ratio(name: str, value: float, allow_zero: bool = False) -> None:
 
 def select_sensitive_neurons(
     record: SaliencyRecord,
-    r1: float = 0.05,
+    *,
+    r1: float = paper.GENERAL.r1,
     r2: float = 0.0,
     r2_overrides: dict[str, float] | None = None,
     method: str = "fia",
@@ -65,7 +66,7 @@ def select_sensitive_neurons(
             mean_c = record.concept_moments[concept][layer.key].mean.to(device)
             mean_b, std_b = base[layer.key].mean.to(device), base[layer.key].std.to(device)
             if method == "fia":
-                step_saliency = _step_saliency(abs_weight, mean_c, mean_b, std_b, device)
+                step_saliency = _step_saliency(abs_weight, mean_c, mean_b, std_b, FORMS[record.form].per_weight)
                 shape = tuple(abs_weight.shape)
                 sensitivity = selection.time_integrated_sensitivity(step_saliency, shape, steps, r1)
                 rows, cols = selection.spatial_selection(sensitivity, ratio, shape, rules)
@@ -101,15 +102,15 @@ def _rules_name(rules: selection.SelectionRules) -> str | dict:
     return names[0] if names else dataclasses.asdict(rules)
 
 
-def _step_saliency(abs_weight, mean_c, mean_b, std_b, device) -> selection.StepSaliency:
+def _step_saliency(abs_weight, mean_c, mean_b, std_b, per_weight: bool) -> selection.StepSaliency:
     """Eq.2 for one step and a block of rows, recomputed on demand instead of stored for all steps.
 
-    Reference-form statistics are per column ([T, C_in]); exact-form ones per weight ([T, C_out, C_in]).
+    Per-column statistics ([T, C_in]) broadcast over rows; per-weight ones ([T, C_out, C_in]) are sliced.
     """
 
     def step_saliency(t: int, rows: slice) -> torch.Tensor:
         def moment(m: torch.Tensor) -> torch.Tensor:
-            return m[t] if m.dim() == 2 else m[t, rows]
+            return m[t, rows] if per_weight else m[t]
 
         return contrastive_saliency(abs_weight[rows].float(), moment(mean_c), moment(mean_b), moment(std_b))
 
@@ -137,7 +138,10 @@ def merge_concept_masks(inputs: list[ConceptMasks]) -> ConceptMasks:
 
 
 def fuse_masks(
-    inputs: list[ConceptMasks], alpha: float = 0.6, mode: str = "concept-agnostic",
+    inputs: list[ConceptMasks],
+    *,
+    alpha: float = paper.GENERAL.alpha,
+    mode: str = "concept-agnostic",
     compatibility: str | selection.SelectionRules = "fixed",
 ) -> UnlearningMask:
     """Eq.7-8 over all concepts of all inputs; compatibility as in select_sensitive_neurons."""

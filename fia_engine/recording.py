@@ -70,7 +70,7 @@ class ActivationRecorder:
     ):
         self.layers = layers
         self.modules = modules
-        self.form = form
+        self.form = statistics.FORMS[form]
         self.settings = settings
         self.expected_chunks = settings.chunks_per_evaluation()
         self.weights = weights or {}
@@ -140,13 +140,13 @@ class ActivationRecorder:
         return record
 
     def _reduce(self, layer: FFLayer, x: torch.Tensor) -> list[torch.Tensor]:
-        if self.form == "reference":
-            return [statistics.column_energy(x)]
-        weight = self._device_weights.get(layer.key)
-        if weight is None or weight.device != x.device:
-            weight = self.weights[layer.key][:, layer.neuron_columns].to(x.device, torch.float32)
-            self._device_weights[layer.key] = weight
-        return list(statistics.output_input_products(x, weight))
+        weight = None
+        if self.form.needs_weight:
+            weight = self._device_weights.get(layer.key)
+            if weight is None or weight.device != x.device:
+                weight = self.weights[layer.key][:, layer.neuron_columns].to(x.device, torch.float32)
+                self._device_weights[layer.key] = weight
+        return self.form.partial_sums(x, weight)
 
     def _add_partial(self, key: str, parts: list[torch.Tensor]) -> None:
         current = self._partial.get(key)
@@ -154,12 +154,7 @@ class ActivationRecorder:
 
     def _finish_evaluation(self) -> None:
         for layer in self.layers:
-            parts = self._partial[layer.key]
-            if self.form == "reference":
-                unit = statistics.reference_unit_saliency(parts[0])
-            else:
-                unit = statistics.exact_unit_saliency(parts[0], parts[1])
-            self.accumulators[layer.key].add(self.evaluation, unit)
+            self.accumulators[layer.key].add(self.evaluation, self.form.unit_saliency(self._partial[layer.key]))
         self._partial = {}
         self._seen_chunks = set()
         self.evaluation += 1

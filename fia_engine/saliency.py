@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
+from . import paper
 from . import prompts as prompt_lib
 from .errors import FIAInputError
 from .layers import FFLayer, effective_weights, fingerprint, layers_of_patcher, modules_by_path, original_weights
@@ -20,9 +21,8 @@ from .recording import (
     latent_geometry,
     sample_recorded_steps,
 )
-from .statistics import MomentAccumulator, Moments
+from .statistics import FORMS, MomentAccumulator, Moments
 
-FORMS = ("reference", "exact")
 Encoder = Callable[[str], list]
 Progress = Callable[[int, int], None]
 
@@ -93,8 +93,9 @@ def compute_saliency(
     encode: Encoder,
     concepts: list[str],
     preset: prompt_lib.PromptPreset,
+    *,
     num_pairs: int = 0,
-    seed: int = 1244,
+    seed: int = paper.GENERAL.seed,
     settings: SamplingSettings | None = None,
     form: str = "reference",
     progress: Progress | None = None,
@@ -164,7 +165,7 @@ def compute_saliency(
         accumulators = {
             layer.key: MomentAccumulator(
                 settings.recorded_steps, _unit_shape(layer, form), device, with_std=(kind == "base"),
-                dtype=torch.float64 if form == "reference" else torch.float32,
+                dtype=FORMS[form].accumulate_dtype,
             )
             for layer in layers
         }
@@ -208,8 +209,7 @@ def recording_jobs(
 
 
 def _unit_shape(layer: FFLayer, form: str) -> tuple[int, ...]:
-    columns = len(range(layer.in_features)[layer.neuron_columns])
-    return (columns,) if form == "reference" else (layer.out_features, columns)
+    return FORMS[form].unit_shape(layer.out_features, len(range(layer.in_features)[layer.neuron_columns]))
 
 
 def _shape_compatible_batches(items: list[tuple[str, int]], batch: int, conditioning: Callable[[str], list]):

@@ -11,6 +11,7 @@ prompts and the mean and population std over base prompts of u, per recorded ste
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -60,6 +61,38 @@ def contrastive_saliency(
     """
     margin = (concept_mean - base_mean - base_std).clamp_min(0.0)
     return abs_weight * margin
+
+
+@dataclass(frozen=True)
+class SaliencyForm:
+    """How one form of Eq.1 is recorded: partial sums per hooked call, then one value per prompt.
+
+    Partial sums add exactly when rows of one evaluation arrive in several calls (CFG halves).
+    """
+
+    name: str
+    per_weight: bool  # statistics [T, C_out, C_in] (else per column, [T, C_in])
+    needs_weight: bool  # the hook needs the layer's weight
+    accumulate_dtype: torch.dtype  # running sums over prompts
+    partial_sums: Callable[[torch.Tensor, torch.Tensor | None], list[torch.Tensor]]  # (x, weight) -> sums
+    unit_saliency: Callable[[list[torch.Tensor]], torch.Tensor]  # sums -> u, one row per prompt
+
+    def unit_shape(self, out_features: int, columns: int) -> tuple[int, ...]:
+        return (out_features, columns) if self.per_weight else (columns,)
+
+
+FORMS: dict[str, SaliencyForm] = {
+    "reference": SaliencyForm(
+        "reference", per_weight=False, needs_weight=False, accumulate_dtype=torch.float64,
+        partial_sums=lambda x, weight: [column_energy(x)],
+        unit_saliency=lambda sums: reference_unit_saliency(sums[0]),
+    ),
+    "exact": SaliencyForm(
+        "exact", per_weight=True, needs_weight=True, accumulate_dtype=torch.float32,  # weight-sized: fp32
+        partial_sums=lambda x, weight: list(output_input_products(x, weight)),
+        unit_saliency=lambda sums: exact_unit_saliency(sums[0], sums[1]),
+    ),
+}
 
 
 @dataclass

@@ -36,4 +36,4 @@ class FIAApplyUnlearningMask(io.ComfyNode):
     @classmethod
     def execute(cls, model, mask, strength, mode) -> io.NodeOutput:
         warning = empty_mask_warning(mask)
-        return io.NodeOutput(apply_mask(model, mask, strength, mode), ui=ui.PreviewText(warning) if warning else None)
+        return io.NodeOutput(apply_mask(model, mask, strength, mode=mode), ui=ui.PreviewText(warning) if warning else None)

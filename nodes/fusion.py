@@ -46,6 +46,6 @@ class FIAFuseMasks(io.ComfyNode):
     @classmethod
     def execute(cls, concept_masks, alpha, fusion, compatibility="fixed", **more) -> io.NodeOutput:
         inputs = [concept_masks] + [more[k] for k in sorted(more) if more[k] is not None]
-        mask = fuse_masks(inputs, alpha, fusion, compatibility)
+        mask = fuse_masks(inputs, alpha=alpha, mode=fusion, compatibility=compatibility)
         warning = empty_mask_warning(mask)
         return io.NodeOutput(mask, ui=ui.PreviewText(warning) if warning else None)

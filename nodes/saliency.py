@@ -123,6 +123,6 @@ class FIAComputeConceptSaliency(io.ComfyNode):
         chosen = resolve_preset(preset, concept_template, base_template, placeholders)
         settings = SamplingSettings(steps, recorded_steps, cfg, sampler_name, scheduler, width, height, prompts_per_batch,
                                     schedule=schedule, noise=noise)
-        record = compute_saliency(model, clip_encoder(clip), concept_list, chosen, prompt_pairs, seed, settings,
-                                  saliency_form, comfy_progress(), streams=(streams,))
+        record = compute_saliency(model, clip_encoder(clip), concept_list, chosen, num_pairs=prompt_pairs, seed=seed,
+                                  settings=settings, form=saliency_form, progress=comfy_progress(), streams=(streams,))
         return io.NodeOutput(record)

@@ -44,6 +44,7 @@ class FIASelectSensitiveNeurons(io.ComfyNode):
     @classmethod
     def execute(cls, saliency, r1, r2, r2_overrides, method, compatibility="fixed") -> io.NodeOutput:
         overrides = parse_r2_overrides(r2_overrides, saliency.concepts)
-        masks = select_sensitive_neurons(saliency, r1, r2, overrides, method, compatibility=compatibility)
+        masks = select_sensitive_neurons(saliency, r1=r1, r2=r2, r2_overrides=overrides, method=method,
+                                         compatibility=compatibility)
         warning = empty_selection_warning(masks)
         return io.NodeOutput(masks, ui=ui.PreviewText(warning) if warning else None)

@@ -113,7 +113,7 @@ def recorded(engine, patcher, family, batch, **settings):
     sampling = engine.SamplingSettings(**(dict(steps=4, recorded_steps=2, width=64, height=64) | settings),
                                        prompts_per_batch=batch)
     return engine.compute_saliency(patcher, tiny_archs.hash_encoder(family), ["cat"], engine.resolve_preset("objects"),
-                                   3, 1244, sampling, streams=("all",))
+                                   num_pairs=3, seed=1244, settings=sampling, streams=("all",))
 
 
 def test_batched_recording_equals_unbatched(engine, arch):

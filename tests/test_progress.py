@@ -81,7 +81,7 @@ def test_saliency_reports_every_unet_call_to_its_progress_callback(engine, model
     seen: list[tuple[int, int]] = []
     preset = engine.resolve_preset("objects")
     settings = engine.SamplingSettings(steps=10, recorded_steps=2, width=32, height=32, prompts_per_batch=2)
-    record = engine.compute_saliency(model, tiny.clip_encoder(tiny_clip), ["cat", "dog"], preset, 2,
+    record = engine.compute_saliency(model, tiny.clip_encoder(tiny_clip), ["cat", "dog"], preset, num_pairs=2,
                                      settings=settings, progress=lambda done, total: seen.append((done, total)))
     assert record.unet_calls == SMALL_CALLS
     assert seen == [(value, SMALL_CALLS) for value in range(1, SMALL_CALLS + 1)]

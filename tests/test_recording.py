@@ -21,7 +21,8 @@ def call_counter(patcher, log):
 
 def saliency(engine, model, encode, concepts=("cat",), pairs=3, **overrides):
     settings = engine.SamplingSettings(**(SETTINGS | overrides))
-    return engine.compute_saliency(model, encode, list(concepts), engine.resolve_preset("objects"), pairs, 1244, settings)
+    return engine.compute_saliency(model, encode, list(concepts), engine.resolve_preset("objects"), num_pairs=pairs,
+                                   seed=1244, settings=settings)
 
 
 @pytest.mark.parametrize("sampler", ["euler", "heun"])

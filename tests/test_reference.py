@@ -36,14 +36,15 @@ def recorded(engine, model, run):
     preset = engine.PRESETS[fixture.RUNS[run.name]]
     settings = engine.SamplingSettings(width=64, height=64, prompts_per_batch=5)
     pairs = run.config["args"]["n_prompts"]
-    return engine.compute_saliency(patcher, run.encode, run.concepts, preset, pairs, run.fia["seed"], settings)
+    return engine.compute_saliency(patcher, run.encode, run.concepts, preset, num_pairs=pairs, seed=run.fia["seed"],
+                                   settings=settings)
 
 
 def select_and_fuse(engine, record, run, compatibility="fixed"):
     """Eq.3-8 with the run's r1, r2 and alpha; compatibility is a setting's name or SelectionRules."""
     overrides = {c: run.r2(c) for c in run.concepts}
-    masks = engine.select_sensitive_neurons(record, run.fia["r1"], 0.0, overrides, compatibility=compatibility)
-    return masks, engine.fuse_masks([masks], run.fia["alpha"], compatibility=compatibility)
+    masks = engine.select_sensitive_neurons(record, r1=run.fia["r1"], r2_overrides=overrides, compatibility=compatibility)
+    return masks, engine.fuse_masks([masks], alpha=run.fia["alpha"], compatibility=compatibility)
 
 
 def flat_masks(masks, fused, layers) -> dict[str, torch.Tensor]:

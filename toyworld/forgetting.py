@@ -88,8 +88,8 @@ def concept_pairs(concept: str, num_pairs: int = 30, seed: int = 1244,
 def saliency(world: ToyWorld, concepts: list[str], settings: MethodSettings = SETTINGS, progress=None) -> SaliencyRecord:
     """One saliency run for ToyWorld concepts of any kinds (one base set per kind)."""
     return compute_saliency(
-        world.patcher, world.encode, concepts, PRESET, settings.num_pairs, seed_of(settings), settings.sampling,
-        settings.form, progress, pairs=pairs_for(world, concepts, settings),
+        world.patcher, world.encode, concepts, PRESET, num_pairs=settings.num_pairs, seed=seed_of(settings),
+        settings=settings.sampling, form=settings.form, progress=progress, pairs=pairs_for(world, concepts, settings),
     )
 
 
