@@ -18,9 +18,14 @@ def loader(checkpoint: str) -> dict:
     return {LOADER: {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}}}
 
 
-def plain_generation(checkpoint: str, seed: int, prefix: str, model: list | None = None) -> dict:
-    """Checkpoint -> KSampler -> VAE decode -> SaveImage; `model` may point at another node's MODEL."""
-    return loader(checkpoint) | {
+def plain_generation(checkpoint: str, seed: int, prefix: str, model: list | None = None,
+                     advanced: bool = False) -> dict:
+    """Checkpoint -> KSampler -> VAE decode -> SaveImage; `model` may point at another node's MODEL.
+
+    `advanced`: the same sampling through KSamplerAdvanced (all steps, noise added, fully denoised):
+    the same image from a node no output cache can answer with the KSampler's earlier result.
+    """
+    prompt = loader(checkpoint) | {
         "10": {"class_type": "CLIPTextEncode", "inputs": {"text": "a lighthouse on a cliff", "clip": [LOADER, 1]}},
         "11": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": [LOADER, 1]}},
         "12": {"class_type": "EmptyLatentImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1}},
@@ -31,6 +36,13 @@ def plain_generation(checkpoint: str, seed: int, prefix: str, model: list | None
         "14": {"class_type": "VAEDecode", "inputs": {"samples": ["13", 0], "vae": [LOADER, 2]}},
         "15": {"class_type": "SaveImage", "inputs": {"images": ["14", 0], "filename_prefix": prefix}},
     }
+    if advanced:
+        inputs = prompt["13"]["inputs"]
+        inputs.pop("denoise")
+        inputs.update(noise_seed=inputs.pop("seed"), add_noise="enable", start_at_step=0, end_at_step=10000,
+                      return_with_leftover_noise="disable")
+        prompt["13"]["class_type"] = "KSamplerAdvanced"
+    return prompt
 
 
 def fia_chain(checkpoint: str, **saliency: object) -> dict:

@@ -101,8 +101,41 @@ def test_interrupted_saliency_leaves_server_usable_and_model_unpatched(comfy_ser
     assert interrupted["node_type"] == "FIAComputeConceptSaliency"
     assert comfy_server.get("/queue")["queue_running"] == []
 
-    again = comfy_server.run(plain_generation(checkpoint_name, 99, "e2e/interrupt"))
+    # ComfyUI 0.33 keeps outputs across prompts (RAM-pressure cache): the same graph again might run
+    # nothing. KSamplerAdvanced samples the same image in a node that has to run.
+    again = comfy_server.run(plain_generation(checkpoint_name, 99, "e2e/interrupt", advanced=True))
     cached = {node for m in messages(again, "execution_cached") for node in m["nodes"]}
     assert "1" in cached and "13" not in cached, "the sampler must rerun on the same loaded model"
     [before], [after] = images(reference, comfy_server), images(again, comfy_server)
     assert np.array_equal(before, after), "the interrupted run left the shared model changed"
+
+
+def test_saliency_is_reused_while_its_inputs_stay_and_recomputed_when_one_changes(
+        comfy_server, checkpoint_name, object_info):
+    """Both output caches (0.3.75's last-prompt cache, 0.33's RAM-pressure cache that keeps outputs
+    across prompts) key on the node's inputs: the expensive saliency run must follow them."""
+
+    def graph(seed: int, r1: float, text: str) -> dict:
+        prompt = save_mask(fia_chain(checkpoint_name, concepts="Rembrandt\nPaul Cezanne", seed=seed), "e2e/cache")
+        prompt["21"]["inputs"]["r1"] = r1
+        prompt |= plain_generation(checkpoint_name, 5, "e2e/cache", model=["24", 0])
+        prompt["10"]["inputs"]["text"] = text
+        prompt["24"] = {"class_type": "FIAApplyUnlearningMask",
+                        "inputs": {"model": ["1", 0], "mask": ["22", 0], "strength": 1.0, "mode": "patch"}}
+        return with_defaults(prompt, object_info)
+
+    def ran(entry: dict) -> set[str]:
+        cached = {node for m in messages(entry, "execution_cached") for node in m["nodes"]}
+        return {"20", "21", "13"} - cached
+
+    def saved() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in (comfy_server.models_dir / "fia_masks" / "e2e").glob("cache_*")}
+
+    assert ran(comfy_server.run(graph(1244, 0.05, "a mill by a river"))) == {"20", "21", "13"}
+    # only the sampler's prompt and the selection ratio changed: the saliency record is reused
+    assert ran(comfy_server.run(graph(1244, 0.06, "a barn in the snow"))) == {"21", "13"}
+    before = saved()
+    # the saliency seed changed: recorded again, and the mask it gives is new (equal masks save equal bytes)
+    assert ran(comfy_server.run(graph(1245, 0.06, "a barn in the snow"))) == {"20", "21", "13"}
+    [new] = set(saved().values()) - set(before.values())
+    assert len(saved()) == len(before) + 1
