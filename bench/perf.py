@@ -30,10 +30,11 @@ import tiny  # noqa: E402
 import torch  # noqa: E402
 
 import fia_engine as fia  # noqa: E402
-from fia_engine.memory import process_memory_bytes  # noqa: E402
-from fia_engine.recording import batch_conditioning, latent_geometry, sample_first_steps  # noqa: E402
-from fia_engine.saliency import SaliencyRecord, recording_jobs  # noqa: E402
-from fia_engine.statistics import Moments  # noqa: E402
+from fia_engine.core.memory import process_memory_bytes  # noqa: E402
+from fia_engine.core.record import SaliencyRecord  # noqa: E402
+from fia_engine.core.statistics import Moments  # noqa: E402
+from fia_engine.host.recording import batch_conditioning, latent_geometry, sample_first_steps  # noqa: E402
+from fia_engine.host.saliency import recording_jobs  # noqa: E402
 
 TOYWORLD_WEIGHTS = common.REPO / "toyworld" / "weights" / "toyworld.safetensors"
 # glibc hands activation buffers above its (adaptive) mmap threshold back to the OS on every free,

@@ -1,22 +1,37 @@
 """Forget-It-All (FIA) multi-concept unlearning for ComfyUI models: the engine.
 
-Equations of the paper and where they live:
-  Eq.1-2  statistics.py  per-prompt saliency, concept-vs-base contrast
-  Eq.3-6  selection.py   time-integrated sensitivity, row-and-layer top-k
-  Eq.7-8  fusion.py      concept counts, concept-agnostic threshold
-The whole method in one call: method.py (`unlearning_mask`). The paper's values: paper.py.
-The ComfyUI side: recording.py (activations during sampling), patching.py (masks as patches).
+Equations of the paper and where they live (core/ is plain torch, host/ talks to ComfyUI):
+  Eq.1-2  core/statistics.py  per-prompt saliency, concept-vs-base contrast, the saliency forms
+  Eq.3-6  core/selection.py   time-integrated sensitivity, row-and-layer top-k, per concept
+  Eq.7-8  core/fusion.py      concept counts, concept-agnostic threshold, fused mask
+The paper's values: core/paper.py. Mask files: core/mask_io.py (format), core/mask_schema.py
+(what a file may claim). Recording: host/recording.py and host/plms.py (the reference schedule),
+run by host/saliency.py. Masks as patches: host/patching.py. The whole method: host/method.py.
 """
 
-from . import index_codec, paper
-from .errors import FIAInputError
-from .layers import ARCHITECTURES, FFLayer, architecture_of, discover_ff_layers, layers_of_patcher
-from .mask_io import load_mask, read_metadata, save_mask
-from .masks import ConceptMasks, UnlearningMask
-from .method import MethodResult, MethodSettings, masks_from, unlearning_mask
-from .patching import apply_mask
-from .pipeline import fuse_masks, merge_concept_masks, select_sensitive_neurons
-from .prompts import (
+from .core import (
+    architectures,
+    checks,
+    errors,
+    fusion,
+    index_codec,
+    inspection,
+    mask_io,
+    mask_schema,
+    masks,
+    memory,
+    paper,
+    prompts,
+    record,
+    selection,
+    statistics,
+)
+from .core.architectures import ARCHITECTURES, FFLayer, architecture_of, discover_ff_layers
+from .core.errors import FIAInputError
+from .core.fusion import fuse_masks, merge_concept_masks
+from .core.mask_io import load_mask, read_metadata, save_mask
+from .core.masks import ConceptMasks, UnlearningMask
+from .core.prompts import (
     PRESET_NAMES,
     PRESETS,
     PromptPair,
@@ -26,14 +41,22 @@ from .prompts import (
     parse_r2_overrides,
     resolve_preset,
 )
-from .recording import SamplingSettings
-from .saliency import SaliencyRecord, compute_saliency
+from .core.record import SaliencyRecord
+from .core.selection import select_sensitive_neurons
+from .host import layers, method, patching, plms, recording, saliency
+from .host.layers import layers_of_patcher
+from .host.method import MethodResult, MethodSettings, masks_from, unlearning_mask
+from .host.patching import apply_mask
+from .host.recording import SamplingSettings
+from .host.saliency import compute_saliency
 
 __all__ = [
-    "ARCHITECTURES", "index_codec", "paper", "ConceptMasks", "FFLayer", "FIAInputError", "PRESETS", "PRESET_NAMES", "PromptPair",
-    "PromptPreset", "SaliencyRecord",
-    "SamplingSettings", "UnlearningMask", "apply_mask", "architecture_of", "build_prompt_pairs",
-    "compute_saliency", "discover_ff_layers", "fuse_masks", "layers_of_patcher", "load_mask",
-    "merge_concept_masks", "parse_concepts", "parse_r2_overrides", "read_metadata", "resolve_preset",
-    "save_mask", "select_sensitive_neurons", "MethodResult", "MethodSettings", "masks_from", "unlearning_mask",
+    "ARCHITECTURES", "ConceptMasks", "FFLayer", "FIAInputError", "MethodResult", "MethodSettings", "PRESETS",
+    "PRESET_NAMES", "PromptPair", "PromptPreset", "SaliencyRecord", "SamplingSettings", "UnlearningMask",
+    "apply_mask", "architecture_of", "architectures", "build_prompt_pairs", "checks", "compute_saliency",
+    "discover_ff_layers", "errors", "fuse_masks", "fusion", "index_codec", "inspection", "layers",
+    "layers_of_patcher", "load_mask", "mask_io", "mask_schema", "masks", "masks_from", "memory",
+    "merge_concept_masks", "method", "paper", "parse_concepts", "parse_r2_overrides", "patching", "plms",
+    "prompts", "read_metadata", "record", "recording", "resolve_preset", "saliency", "save_mask",
+    "select_sensitive_neurons", "selection", "statistics", "unlearning_mask",
 ]

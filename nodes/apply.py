@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io, ui
 
 from ..fia_engine import apply_mask
-from ..fia_engine.checks import empty_mask_warning
+from ..fia_engine.core.checks import empty_mask_warning
 from .types import CATEGORY, Mask
 
 

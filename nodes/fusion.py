@@ -5,8 +5,8 @@ from __future__ import annotations
 from comfy_api.latest import io, ui
 
 from ..fia_engine import fuse_masks, paper
-from ..fia_engine.checks import empty_mask_warning
-from ..fia_engine.selection import COMPATIBILITY
+from ..fia_engine.core.checks import empty_mask_warning
+from ..fia_engine.core.selection import COMPATIBILITY
 from .types import CATEGORY, ConceptMasks, Mask
 
 EXTRA_INPUTS = 3

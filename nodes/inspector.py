@@ -5,8 +5,13 @@ from __future__ import annotations
 from comfy_api.latest import io, ui
 
 from ..fia_engine import FIAInputError
-from ..fia_engine.chart import render_chart, stack_images, to_comfy_image
-from ..fia_engine.inspection import concept_masks_chart, concept_masks_summary, fused_mask_chart, fused_mask_summary
+from ..fia_engine.core.inspection import (
+    concept_masks_chart,
+    concept_masks_summary,
+    fused_mask_chart,
+    fused_mask_summary,
+)
+from .chart import render_chart, stack_images, to_comfy_image
 from .types import CATEGORY, ConceptMasks, Mask
 
 

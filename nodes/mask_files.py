@@ -8,7 +8,7 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from ..fia_engine import FIAInputError, load_mask
-from ..fia_engine.mask_io import save_numbered_mask
+from ..fia_engine.core.mask_io import save_numbered_mask
 from .types import CATEGORY, Mask
 
 MASK_FOLDER = "fia_masks"

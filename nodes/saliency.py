@@ -7,9 +7,9 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..fia_engine import PRESET_NAMES, SamplingSettings, compute_saliency, paper, parse_concepts, resolve_preset
-from ..fia_engine.checks import check_concept_names, check_finite
-from ..fia_engine.prompts import NOISE_PROTOCOLS
-from ..fia_engine.recording import SCHEDULES
+from ..fia_engine.core.checks import check_concept_names, check_finite
+from ..fia_engine.core.prompts import NOISE_PROTOCOLS
+from ..fia_engine.host.recording import SCHEDULES
 from .types import CATEGORY, Saliency
 
 

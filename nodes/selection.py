@@ -5,8 +5,8 @@ from __future__ import annotations
 from comfy_api.latest import io, ui
 
 from ..fia_engine import paper, parse_r2_overrides, select_sensitive_neurons
-from ..fia_engine.checks import empty_selection_warning
-from ..fia_engine.selection import COMPATIBILITY
+from ..fia_engine.core.checks import empty_selection_warning
+from ..fia_engine.core.selection import COMPATIBILITY
 from .types import CATEGORY, ConceptMasks, Saliency
 
 

@@ -17,9 +17,9 @@ from ..fia_engine import (
     resolve_preset,
     unlearning_mask,
 )
-from ..fia_engine.checks import check_concept_names, empty_mask_warning, empty_selection_warning
-from ..fia_engine.patching import check_strength
-from ..fia_engine.pipeline import check_ratio
+from ..fia_engine.core.checks import check_concept_names, empty_mask_warning, empty_selection_warning
+from ..fia_engine.core.selection import check_ratio
+from ..fia_engine.host.patching import check_strength
 from .saliency import clip_encoder, comfy_progress
 from .types import CATEGORY, Mask
 

@@ -98,9 +98,9 @@ class Run:
 
 def statistics_record(run: Run, patcher, to_diffusers: dict[str, str]):
     """A SaliencyRecord holding the reference's own statistics (each concept with its own base set)."""
-    from fia_pack.fia_engine.layers import effective_weights, layers_of_patcher, original_weights
-    from fia_pack.fia_engine.saliency import SaliencyRecord
-    from fia_pack.fia_engine.statistics import Moments
+    from fia_pack.fia_engine.core.record import SaliencyRecord
+    from fia_pack.fia_engine.core.statistics import Moments
+    from fia_pack.fia_engine.host.layers import effective_weights, layers_of_patcher, original_weights
 
     _, layers = layers_of_patcher(patcher)
     stats = run.tensors("norm_stats")

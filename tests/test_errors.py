@@ -117,7 +117,7 @@ def test_results_that_change_nothing_are_shown_and_logged(pack, engine, saliency
     empty = {key: indices[:0] for key, indices in masks.selected["dog"].items()}
     silent = engine.ConceptMasks(masks.architecture, masks.layers, {"cat": masks.selected["cat"], "dog": empty},
                                  masks.settings, masks.fingerprint)
-    from fia_pack.fia_engine.checks import empty_selection_warning
+    from fia_pack.fia_engine.core.checks import empty_selection_warning
 
     assert "1 concept(s) selected no weights (dog)" in empty_selection_warning(silent)
     assert empty_selection_warning(masks) == ""

@@ -24,7 +24,7 @@ MEMORY_LIMIT = 64 << 20  # peak RSS growth allowed while loading one forged file
 @contextmanager
 def peak_growth():
     """Peak resident memory above the starting point while the block runs (Linux: the peak is reset first)."""
-    from fia_pack.fia_engine.memory import process_memory_bytes, release_freed_memory
+    from fia_pack.fia_engine.core.memory import process_memory_bytes, release_freed_memory
 
     release_freed_memory()
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current VmRSS
@@ -104,7 +104,7 @@ def duplicates(numel: int) -> torch.Tensor:
 
 
 def gaps(values: list[int], k: int):
-    from fia_pack.fia_engine.index_codec import encode_rice_gaps
+    from fia_pack.fia_engine.core.index_codec import encode_rice_gaps
 
     return lambda numel: encode_rice_gaps(np.array(values, dtype=np.uint64), k)
 
@@ -315,8 +315,8 @@ def mutate(rng: random.Random, data: bytes, parts) -> bytes:
 def test_fuzzed_masks_load_and_apply_or_are_refused(engine, pack, parts, model, tmp_path):
     """Seeded damage to a valid file: every outcome is a mask that applies and inspects cleanly, or an
     FIAInputError; never another exception, a hang or a blow-up."""
-    from fia_pack.fia_engine.chart import render_chart
-    from fia_pack.fia_engine.inspection import fused_mask_chart, fused_mask_summary
+    from fia_pack.fia_engine.core.inspection import fused_mask_chart, fused_mask_summary
+    from fia_pack.nodes.chart import render_chart
 
     rng = random.Random(20240615)
     data = (tmp_path / "valid.safetensors")

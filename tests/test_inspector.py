@@ -59,10 +59,10 @@ def test_needs_a_mask_or_concept_masks(engine, inspector):
 
 
 def test_fused_chart_counts_are_the_masks_in_execution_order(engine, pack, mask, concept_masks):
-    from fia_pack.fia_engine.inspection import concept_masks_chart, fused_mask_chart
+    from fia_pack.fia_engine.core.inspection import concept_masks_chart, fused_mask_chart
 
     chart = fused_mask_chart(mask)
-    assert [layer.label for layer in chart.layers] == [engine.layers.block_label(layer) for layer in mask.layers]
+    assert [layer.label for layer in chart.layers] == [engine.architectures.block_label(layer) for layer in mask.layers]
     assert chart.layers[0].label == "input_blocks.1 tb0" and chart.layers[-1].label.startswith("output_blocks")
     # threshold max(2, ceil(0.6*3)) = 2: weights of two or three concepts are kept, bird's tail alone is pruned
     for n, (bar, layer) in enumerate(zip(chart.layers, mask.layers)):
@@ -89,8 +89,8 @@ def test_summary_names_concepts_counts_sparsity_settings_and_fingerprint(pack, i
 
 
 def test_chart_bars_are_proportional_to_the_pruned_share(inspector, mask, tmp_path):
-    from fia_pack.fia_engine.chart import SERIES_COLOURS
-    from fia_pack.fia_engine.inspection import PRUNED
+    from fia_pack.fia_engine.core.inspection import PRUNED
+    from fia_pack.nodes.chart import SERIES_COLOURS
 
     output = inspector.execute(mask=mask)
     image = output.args[0]
@@ -107,7 +107,7 @@ def test_chart_bars_are_proportional_to_the_pruned_share(inspector, mask, tmp_pa
 
 
 def test_concept_chart_stacks_one_colour_per_concept_and_both_inputs_stack(inspector, mask, concept_masks):
-    from fia_pack.fia_engine.chart import PALETTE
+    from fia_pack.nodes.chart import PALETTE
 
     only_concepts = inspector.execute(concept_masks=concept_masks).args[0]
     first = bar_lengths(only_concepts, PALETTE[0])
@@ -123,7 +123,7 @@ def test_concept_chart_stacks_one_colour_per_concept_and_both_inputs_stack(inspe
 def test_inspector_cost_is_bounded_whatever_the_mask_claims(engine, inspector, concept_masks):
     """300 long-named concepts with huge settings and a 500-layer mask: a bounded image and text,
     the smallest concepts and neighbouring layers merged, totals kept."""
-    from fia_pack.fia_engine.inspection import concept_masks_chart, fused_mask_chart
+    from fia_pack.fia_engine.core.inspection import concept_masks_chart, fused_mask_chart
 
     names = [f"{'a very long concept name ' * 20}{i}" for i in range(300)]
     big = engine.ConceptMasks("SD1.x", concept_masks.layers, {c: concept_masks.selected["cat"] for c in names},

@@ -27,8 +27,8 @@ from fia_engine import (
     masks_from,
     unlearning_mask,
 )
-from fia_engine.masks import UnlearningMask
-from fia_engine.saliency import SaliencyRecord
+from fia_engine.core.masks import UnlearningMask
+from fia_engine.core.record import SaliencyRecord
 
 from .evaluator import classify
 from .loader import ToyWorld

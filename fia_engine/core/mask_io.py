@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
+from .architectures import FFLayer
 from .errors import FIAInputError
 from .index_codec import column_major, decode_rice, decode_sorted, encode_rice, row_major
-from .layers import FFLayer
 from .mask_schema import FORMAT, FORMAT_VERSION, VERSION_ENCODINGS, check_header_size, check_metadata, refuse
 from .masks import UnlearningMask
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
+from .architectures import DIFFUSION_PREFIX, FFLayer, spec_of_family
 from .errors import FIAInputError
-from .layers import DIFFUSION_PREFIX, FFLayer, spec_of_family
 
 FORMAT = "fia-unlearning-mask"
 VERSION_ENCODINGS = {1: "leb128-gaps", 2: "rice-gaps", 3: "rice-gaps-by-column"}

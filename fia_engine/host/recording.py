@@ -13,10 +13,14 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import comfy.model_management
+import comfy.patcher_extension
+import comfy.sample
 import torch
 
-from . import statistics
-from .layers import FFLayer
+from ..core import statistics
+from ..core.architectures import FFLayer
+from . import plms
 
 COND, UNCOND = 0, 1
 
@@ -96,8 +100,6 @@ class ActivationRecorder:
 
     def wrapper(self, executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
         """The APPLY_MODEL wrapper body (installed through a closure, see `install`)."""
-        import comfy.model_management
-
         comfy.model_management.throw_exception_if_processing_interrupted()
         if self.complete:
             raise StopSampling
@@ -117,8 +119,6 @@ class ActivationRecorder:
     def install(self, patcher, key: str = "fia_saliency") -> None:
         """Adds the wrapper to `patcher` (a clone). A plain closure, so clone()'s deepcopy of
         model_options shares this recorder instead of copying it."""
-        import comfy.patcher_extension
-
         def apply_model_wrapper(executor, *args, **kwargs):
             return self.wrapper(executor, *args, **kwargs)
 
@@ -206,9 +206,6 @@ def sample_first_steps(
 ) -> None:
     """The first T UNet calls of `settings`' schedule for one prompt batch: what recording hooks
     into, and, without hooks, the unavoidable work it is measured against."""
-    import comfy.sample
-
-    from . import plms
 
     channels, height, width = geometry
     latent = torch.zeros((len(seeds), channels, height, width))

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import paper
-from .masks import ConceptMasks, UnlearningMask
-from .pipeline import fuse_masks, select_sensitive_neurons
-from .prompts import PromptPair, PromptPreset
+from ..core import paper
+from ..core.fusion import fuse_masks
+from ..core.masks import ConceptMasks, UnlearningMask
+from ..core.prompts import PromptPair, PromptPreset
+from ..core.record import SaliencyRecord
+from ..core.selection import select_sensitive_neurons
 from .recording import SamplingSettings
-from .saliency import Encoder, Progress, SaliencyRecord, compute_saliency
+from .saliency import Encoder, Progress, compute_saliency
 
 
 @dataclass(frozen=True)

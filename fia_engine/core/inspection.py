@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .layers import FFLayer, block_label
+from .architectures import FFLayer, block_label
 from .masks import ConceptMasks, UnlearningMask
 
 PRUNED = "pruned"

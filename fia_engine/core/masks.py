@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .architectures import FFLayer
 from .errors import FIAInputError
-from .layers import FFLayer
 
 log = logging.getLogger("FIA")
 

@@ -20,16 +20,26 @@ The reference rules need whole-layer top-k and hold A for one layer.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
+
+from . import paper
+from .errors import FIAInputError
+from .masks import ConceptMasks, compact_indices
+from .memory import release_freed_memory
+from .prompts import r2_for
+from .record import SaliencyRecord
+from .statistics import FORMS, contrastive_saliency
 
 StepSaliency = Callable[[int, slice], torch.Tensor]
 """(step t, rows) -> S[t][rows], Eq.2's contrastive saliency of one layer at that step."""
 BlockSensitivity = Callable[[slice], torch.Tensor]
 """rows -> A[rows], Eq.3's time-integrated sensitivity of one layer."""
 
+SELECTION_METHODS = ("fia", "conceptprune")
 BLOCK_ENTRIES = 1 << 18
 _BUCKETS = 1 << 16
 
@@ -215,3 +225,100 @@ def conceptprune_selection(
         score = abs_weight * concept_norm
         selected |= (score >= kth_largest(score, k_row, dim=1)) & (concept_norm > base_norm) & (score > 0)
     return selected
+
+
+def check_ratio(name: str, value: float, allow_zero: bool = False) -> None:
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not (low_ok and value <= 1):
+        bound = "0 <= " if allow_zero else "0 < "
+        raise FIAInputError(f"{name}: {value} is out of range; it is a fraction, {bound}{name} <= 1 (e.g. 0.01 = 1%).")
+
+
+def select_sensitive_neurons(
+    record: SaliencyRecord,
+    *,
+    r1: float = paper.GENERAL.r1,
+    r2: float = 0.0,
+    r2_overrides: dict[str, float] | None = None,
+    method: str = "fia",
+    device: torch.device | str | None = None,
+    compatibility: str | SelectionRules = "fixed",
+) -> ConceptMasks:
+    """Eq.3-6 for every concept. r2 = 0 uses the preset's paper value (Table 8).
+
+    compatibility "reference" reproduces the reference code's selection bit for bit, pitfalls
+    included (SelectionRules); "fixed" (default) departs from it where it is wrong.
+
+    Runs layer by layer on `device` (default: the GPU when there is one); masks come back to
+    the CPU. CPU results are bit-identical from run to run.
+    """
+    check_ratio("r1", r1)
+    check_ratio("r2", r2, allow_zero=True)
+    if method not in SELECTION_METHODS:
+        raise FIAInputError(f"method: '{method}' is unknown; use one of {', '.join(SELECTION_METHODS)}.")
+    rules = compatibility_rules(compatibility)
+    if method == "conceptprune" and record.form != "reference":
+        raise FIAInputError("method: ConceptPrune selection needs a saliency run with saliency_form = reference.")
+    overrides = {k.lower(): v for k, v in (r2_overrides or {}).items()}
+    steps = record.recorded_steps
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    selected: dict[str, dict[str, torch.Tensor]] = {}
+    settings: dict[str, dict] = {}
+    for concept in record.concepts:
+        ratio = r2_for(concept, record.preset, r2, overrides)
+        base = record.base_moments[record.concept_base[concept]]
+        per_layer = {}
+        for layer in record.layers:
+            abs_weight = record.abs_weights[layer.key].to(device)  # model dtype; fp32 one block at a time
+            mean_c = record.concept_moments[concept][layer.key].mean.to(device)
+            mean_b, std_b = base[layer.key].mean.to(device), base[layer.key].std.to(device)
+            if method == "fia":
+                step_saliency = _step_saliency(abs_weight, mean_c, mean_b, std_b, FORMS[record.form].per_weight)
+                shape = tuple(abs_weight.shape)
+                sensitivity = time_integrated_sensitivity(step_saliency, shape, steps, r1)
+                rows, cols = spatial_selection(sensitivity, ratio, shape, rules)
+            else:
+                chosen = conceptprune_selection(abs_weight.to(device, torch.float32), mean_c, mean_b, ratio)
+                rows, cols = chosen.nonzero(as_tuple=True)
+            flat = rows * layer.in_features + cols + layer.neuron_columns.start
+            per_layer[layer.key] = compact_indices(flat, layer.out_features * layer.in_features).cpu()
+            release_freed_memory()
+        selected[concept] = per_layer
+        settings[concept] = {"r1": r1, "r2": ratio, "method": method, "form": record.form, "preset": record.preset,
+                             "compatibility": rules_name(rules)}
+    return ConceptMasks(
+        record.architecture, list(record.layers), selected, settings, record.fingerprint,
+        source={"saliency": record.settings, "recorded_steps": steps},
+    )
+
+
+def compatibility_rules(compatibility: str | SelectionRules) -> SelectionRules:
+    """A named compatibility setting, or single switches (SelectionRules) for ablations."""
+    if isinstance(compatibility, SelectionRules):
+        return compatibility
+    if compatibility not in COMPATIBILITY:
+        raise FIAInputError(
+            f"compatibility: '{compatibility}' is unknown; use one of {', '.join(COMPATIBILITY)}."
+        )
+    return COMPATIBILITY[compatibility]
+
+
+def rules_name(rules: SelectionRules) -> str | dict:
+    """How the mask file states the rules: a setting's name, or the switches themselves."""
+    names = [name for name, known in COMPATIBILITY.items() if known == rules]
+    return names[0] if names else dataclasses.asdict(rules)
+
+
+def _step_saliency(abs_weight, mean_c, mean_b, std_b, per_weight: bool) -> StepSaliency:
+    """Eq.2 for one step and a block of rows, recomputed on demand instead of stored for all steps.
+
+    Per-column statistics ([T, C_in]) broadcast over rows; per-weight ones ([T, C_out, C_in]) are sliced.
+    """
+
+    def step_saliency(t: int, rows: slice) -> torch.Tensor:
+        def moment(m: torch.Tensor) -> torch.Tensor:
+            return m[t, rows] if per_weight else m[t]
+
+        return contrastive_saliency(abs_weight[rows].float(), moment(mean_c), moment(mean_b), moment(std_b))
+
+    return step_saliency

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 
+import comfy.samplers
 import torch
 
-from . import paper
-from . import prompts as prompt_lib
-from .errors import FIAInputError
-from .layers import FFLayer, effective_weights, fingerprint, layers_of_patcher, modules_by_path, original_weights
+from ..core import paper
+from ..core import prompts as prompt_lib
+from ..core.architectures import FFLayer, fingerprint
+from ..core.errors import FIAInputError
+from ..core.record import SaliencyRecord
+from ..core.statistics import FORMS, MomentAccumulator, Moments
+from .layers import effective_weights, layers_of_patcher, modules_by_path, original_weights
 from .recording import (
     REFERENCE_SCHEDULE_FAMILIES,
     SCHEDULES,
@@ -21,50 +25,13 @@ from .recording import (
     latent_geometry,
     sample_recorded_steps,
 )
-from .statistics import FORMS, MomentAccumulator, Moments
 
 Encoder = Callable[[str], list]
 Progress = Callable[[int, int], None]
 
 
-@dataclass
-class SaliencyRecord:
-    """Everything Eq.2-6 need, and what is needed to reproduce the run.
-
-    concept_moments[c][key]: mean over concept c's prompts, [T, C] (reference) or [T, C_out, C]
-    base_moments[b][key]:    mean and population std over base set b's prompts
-    abs_weights[key]:        |W| of the neuron columns as sampled (patches such as LoRAs applied), model dtype
-    """
-
-    architecture: str
-    layers: list[FFLayer]
-    form: str
-    preset: str
-    concepts: list[str]
-    concept_moments: dict[str, dict[str, Moments]]
-    base_moments: dict[str, dict[str, Moments]]
-    concept_base: dict[str, str]
-    abs_weights: dict[str, torch.Tensor]
-    prompts: dict[str, list[prompt_lib.PromptPair]]
-    settings: dict
-    fingerprint: str
-    unet_calls: int = 0
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def recorded_steps(self) -> int:
-        return int(self.settings["sampling"]["recorded_steps"])
-
-    def state_bytes_per_concept(self) -> int:
-        """Bytes of statistics one concept adds (its concept means; base sets are shared)."""
-        first = self.concepts[0]
-        return sum(m.nbytes() for m in self.concept_moments[first].values())
-
-
 def validate_sampling(settings: SamplingSettings, form: str) -> None:
     """Checks cheap-to-check settings before any model is run."""
-    import comfy.samplers
-
     if form not in FORMS:
         raise FIAInputError(f"saliency_form: '{form}' is unknown; use one of {', '.join(FORMS)}.")
     if settings.steps < 1:

@@ -215,53 +215,6 @@ def supported_families() -> list[str]:
     return [a.family for a in ARCHITECTURES if not a.unsupported]
 
 
-def layers_of_patcher(patcher, streams: tuple[str, ...] | None = None) -> tuple[ArchitectureSpec, list[FFLayer]]:
-    """Architecture and FF layers of a ComfyUI ModelPatcher; refuses models without any."""
-    spec = architecture_of(patcher.model.model_config)
-    if spec.unsupported:
-        raise FIAInputError(
-            f"model: {spec.family} models are not supported yet ({spec.unsupported}). FIA supports "
-            f"{', '.join(supported_families())}."
-        )
-    layers = discover_ff_layers(patcher.model.diffusion_model, spec, streams)
-    if not layers:
-        raise FIAInputError(
-            f"model: this {spec.family} model has no supported feed-forward layers "
-            f"(looked for: {spec.notes.get('layers', 'ff output layers')}). FIA supports "
-            f"{', '.join(supported_families())}; connect one of those."
-        )
-    return spec, layers
-
-
-def modules_by_path(diffusion_model: torch.nn.Module, layers: list[FFLayer]) -> dict[str, torch.nn.Module]:
-    named = dict(diffusion_model.named_modules())
-    return {layer.module_path: named[layer.module_path] for layer in layers}
-
-
-def original_weights(patcher, layers: list[FFLayer]) -> dict[str, torch.Tensor]:
-    """The checkpoint's weights, before any patch (LoRA, mask) of this or an upstream node."""
-    key_patches = patcher.get_key_patches(DIFFUSION_PREFIX)
-    weights = {}
-    for layer in layers:
-        weight, convert = key_patches[layer.key][0]
-        weights[layer.key] = convert(weight) if convert is not None else weight
-    return weights
-
-
-def effective_weights(patcher, layers: list[FFLayer], originals: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The weights sampling uses: `original_weights` with this patcher's weight patches applied (CPU, fp32)."""
-    import comfy.lora  # the host's own patch arithmetic, so LoRAs etc. are applied exactly as it does
-
-    weights = {}
-    for layer in layers:
-        weight = originals[layer.key].detach().to("cpu", torch.float32, copy=True)
-        patches = patcher.patches.get(layer.key, [])
-        if patches:
-            weight = comfy.lora.calculate_weight(patches, weight, layer.key)
-        weights[layer.key] = weight
-    return weights
-
-
 def fingerprint(weights: dict[str, torch.Tensor], samples_per_layer: int = 65536) -> str:
     """A short hash of the FF weights, stable across fp32/fp16 loading of one checkpoint.
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .inspection import KEPT, PRUNED, MaskChart
+from ..fia_engine.core.inspection import KEPT, PRUNED, MaskChart
 
 WIDTH = 1000
 MARGIN = 18

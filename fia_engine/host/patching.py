@@ -16,9 +16,10 @@ import functools
 
 import torch
 
-from .errors import FIAInputError
-from .layers import architecture_of, fingerprint, layers_of_patcher, original_weights
-from .masks import UnlearningMask, check_layers_match, warn_if_other_weights
+from ..core.architectures import architecture_of, fingerprint
+from ..core.errors import FIAInputError
+from ..core.masks import UnlearningMask, check_layers_match, warn_if_other_weights
+from .layers import layers_of_patcher, original_weights
 
 MODES = ("patch", "wrapper")
 

@@ -1,0 +1,114 @@
+"""Eq.7-8: fuse per-concept masks, keeping the concept-agnostic weights many concepts share."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+
+from . import paper, selection
+from .errors import FIAInputError
+from .masks import ConceptMasks, UnlearningMask, check_layers_match, compact_indices, warn_if_other_weights
+from .memory import release_freed_memory
+from .selection import check_ratio, compatibility_rules, rules_name
+
+AGNOSTIC_MIN_SHARE = 2
+FUSION_MODES = ("concept-agnostic", "union")
+log = logging.getLogger("FIA")
+
+
+def agnostic_threshold(alpha: float, num_concepts: int, rules: selection.SelectionRules = selection.FIXED_RULES) -> int:
+    """tau_ca = ceil(alpha * C), but at least 2.
+
+    The paper's rule (keep weights in >= ceil(alpha*C) masks) prunes nothing for C = 1 (every
+    selected weight is 'shared by all concepts') and, for alpha*C <= 1, nothing at all. A weight
+    chosen for a single concept is concept-specific by definition, so agnostic means shared by at
+    least two (rules.agnostic_needs_two). From C = 3 at the paper's alphas this equals the paper's
+    rule. The small epsilon (rules.exact_ceil) keeps float products such as 0.28 * 25 =
+    7.000000000000001 from rounding up.
+    """
+    product = alpha * num_concepts - (1e-9 if rules.exact_ceil else 0.0)
+    return max(AGNOSTIC_MIN_SHARE if rules.agnostic_needs_two else 1, math.ceil(product))
+
+
+def concept_counts(selected: list[torch.Tensor], numel: int) -> torch.Tensor:
+    """s_ij of Eq.7: in how many concept masks each weight is (flat indices in, dense counts out)."""
+    dtype = torch.uint8 if len(selected) < 256 else torch.int16
+    counts = torch.zeros(numel, dtype=dtype)
+    for indices in selected:
+        counts.index_add_(0, indices.long(), torch.ones(indices.numel(), dtype=dtype))
+    return counts
+
+
+def fuse_counts(counts: torch.Tensor, threshold: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq.8: prune where 0 < s < tau_ca, keep (agnostic) where s >= tau_ca.
+
+    threshold None = plain union (the paper's 'naive' fusion): everything selected is pruned.
+    Returns (pruned, kept_agnostic) as flat sorted indices, found one block of entries at a time.
+    """
+    pruned, kept = [], []
+    block = selection.BLOCK_ENTRIES
+    for start in range(0, counts.numel(), block):
+        part = counts[start:start + block]
+        selected = part > 0
+        agnostic = part >= threshold if threshold is not None else torch.zeros_like(selected)
+        pruned.append(compact_indices((selected & ~agnostic).nonzero().flatten() + start, counts.numel()))
+        kept.append(compact_indices(agnostic.nonzero().flatten() + start, counts.numel()))
+    empty = compact_indices(torch.zeros(0, dtype=torch.int64), counts.numel())
+    return torch.cat(pruned) if pruned else empty, torch.cat(kept) if kept else empty
+
+
+def merge_concept_masks(inputs: list[ConceptMasks]) -> ConceptMasks:
+    """Puts masks from separate saliency runs (e.g. objects and artists) into one set."""
+    first = inputs[0]
+    merged = ConceptMasks(first.architecture, list(first.layers), {}, {}, first.fingerprint, dict(first.source))
+    for number, masks in enumerate(inputs, start=1):
+        what = f"concept_masks input {number}"
+        check_layers_match(what, masks.architecture, masks.layers, first.architecture, first.layers, "first input")
+        if {layer.key for layer in masks.layers} != {layer.key for layer in first.layers}:
+            raise FIAInputError(f"{what}: covers other layers than the first input; compute both on one model.")
+        warn_if_other_weights(what, masks.fingerprint, first.fingerprint)
+        for concept in masks.concepts:
+            if concept.lower() in {c.lower() for c in merged.selected}:
+                raise FIAInputError(
+                    f"{what}: concept '{concept}' is already in another input. Remove it from one of the runs."
+                )
+            merged.selected[concept] = masks.selected[concept]
+            merged.settings[concept] = masks.settings[concept]
+    return merged
+
+
+def fuse_masks(
+    inputs: list[ConceptMasks],
+    *,
+    alpha: float = paper.GENERAL.alpha,
+    mode: str = "concept-agnostic",
+    compatibility: str | selection.SelectionRules = "fixed",
+) -> UnlearningMask:
+    """Eq.7-8 over all concepts of all inputs; compatibility as in select_sensitive_neurons."""
+    check_ratio("alpha", alpha)
+    rules = compatibility_rules(compatibility)
+    if mode not in FUSION_MODES:
+        raise FIAInputError(f"fusion: '{mode}' is unknown; use one of {', '.join(FUSION_MODES)}.")
+    if not inputs:
+        raise FIAInputError("concept_masks: connect at least one FIA_CONCEPT_MASKS input.")
+    masks = merge_concept_masks(inputs)
+    concepts = masks.concepts
+    threshold = agnostic_threshold(alpha, len(concepts), rules) if mode == "concept-agnostic" else None
+    pruned, kept = {}, {}
+    for layer in masks.layers:
+        counts = concept_counts([masks.selected[c][layer.key] for c in concepts], layer.out_features * layer.in_features)
+        pruned[layer.key], kept[layer.key] = fuse_counts(counts, threshold)
+        del counts
+        release_freed_memory()
+    mask = UnlearningMask(
+        masks.architecture, list(masks.layers), pruned, kept, concepts,
+        {"alpha": alpha, "fusion": mode, "agnostic_threshold": threshold, "compatibility": rules_name(rules),
+         "per_concept": masks.settings,
+         "saliency": masks.source.get("saliency", {})},
+        masks.fingerprint,
+    )
+    log.info("FIA: fused %d concepts: %d weights pruned (%.4f%%), %d concept-agnostic kept",
+             len(concepts), mask.pruned_count, 100 * mask.sparsity, sum(int(k.numel()) for k in kept.values()))
+    return mask

@@ -1,0 +1,45 @@
+"""The FIA_SALIENCY object: what recording hands to selection (Eq.2-6 need nothing else)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from . import prompts as prompt_lib
+from .architectures import FFLayer
+from .statistics import Moments
+
+
+@dataclass
+class SaliencyRecord:
+    """Everything Eq.2-6 need, and what is needed to reproduce the run.
+
+    concept_moments[c][key]: mean over concept c's prompts, [T, C] (reference) or [T, C_out, C]
+    base_moments[b][key]:    mean and population std over base set b's prompts
+    abs_weights[key]:        |W| of the neuron columns as sampled (patches such as LoRAs applied), model dtype
+    """
+
+    architecture: str
+    layers: list[FFLayer]
+    form: str
+    preset: str
+    concepts: list[str]
+    concept_moments: dict[str, dict[str, Moments]]
+    base_moments: dict[str, dict[str, Moments]]
+    concept_base: dict[str, str]
+    abs_weights: dict[str, torch.Tensor]
+    prompts: dict[str, list[prompt_lib.PromptPair]]
+    settings: dict
+    fingerprint: str
+    unet_calls: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def recorded_steps(self) -> int:
+        return int(self.settings["sampling"]["recorded_steps"])
+
+    def state_bytes_per_concept(self) -> int:
+        """Bytes of statistics one concept adds (its concept means; base sets are shared)."""
+        first = self.concepts[0]
+        return sum(m.nbytes() for m in self.concept_moments[first].values())
