@@ -1,7 +1,7 @@
 # The README's two commands: `make demo` (main job) and `make test` (tests).
 PY := .venv/bin/python
 
-.PHONY: env browser-env test lint demo bench-perf bench-efficacy clean
+.PHONY: env browser-env test unit lint demo bench-perf bench-efficacy clean
 
 env:
 	./scripts/provision.sh
@@ -14,6 +14,10 @@ lint: env
 
 test: env browser-env lint
 	$(PY) -m pytest -q
+
+# quick loop: unit and node tests only (no server, browser or lint)
+unit: env
+	FIA_E2E=0 FIA_BROWSER=0 $(PY) -m pytest -q
 
 demo: env
 	$(PY) -m toyworld.demo
