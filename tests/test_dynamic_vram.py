@@ -11,10 +11,9 @@ per cast, runs on both versions, and the weights F.linear receives are read duri
 
 from __future__ import annotations
 
-import contextlib
-
 import comfy.lora
 import comfy.model_management
+import forward_weights
 import pytest
 import tiny
 import torch
@@ -104,37 +103,10 @@ def test_lowvram_patch_prefetched_into_a_byte_buffer_prunes_the_cast_weight(mask
         assert pruned_as_expected(patch(originals[key].to(dtype, copy=True)), originals[key], indices)  # unprepared
 
 
-class LinearWeights(torch.overrides.TorchFunctionMode):
-    """Records the weight every F.linear call receives while `current` names a module."""
-
-    def __init__(self):
-        super().__init__()
-        self.current: str | None = None
-        self.seen: dict[str, torch.Tensor] = {}
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is torch.nn.functional.linear and self.current is not None:
-            weight = args[1] if len(args) > 1 else kwargs["weight"]
-            self.seen[self.current] = weight.detach().clone()
-        return func(*args, **kwargs)
-
-
-@contextlib.contextmanager
-def recording_ff_weights(engine, patcher, layers):
+def ff_modules(engine, patcher, layers) -> dict[str, torch.nn.Module]:
+    """{weight key: FF module} of `patcher`'s model."""
     modules = engine.layers.modules_by_path(patcher.model.diffusion_model, layers)
-    recorder = LinearWeights()
-    handles = []
-    for layer in layers:
-        module = modules[layer.module_path]
-        handles.append(module.register_forward_pre_hook(lambda m, a, key=layer.key: setattr(recorder, "current", key)))
-        handles.append(module.register_forward_hook(lambda m, a, o: setattr(recorder, "current", None)))
-    try:
-        with recorder:
-            yield recorder.seen
-    finally:
-        for handle in handles:
-            handle.remove()
+    return {layer.key: modules[layer.module_path] for layer in layers}
 
 
 @pytest.mark.parametrize("load", ["full", "low VRAM (patched per cast)"])
@@ -143,20 +115,19 @@ def test_forward_uses_pruned_weights_and_the_shared_module_keeps_the_originals(e
     lowvram = 1 if load.startswith("low") else 0  # 1 byte of budget: every module is cast with its patches
     patcher.patch_model(torch.device("cpu"), lowvram_model_memory=lowvram)
     try:
-        modules = engine.layers.modules_by_path(patcher.model.diffusion_model, mask.layers)
+        modules = ff_modules(engine, patcher, mask.layers)
         if lowvram:
             assert all(m.weight_function for m in modules.values())  # the per-cast path, not a baked weight
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(1, 4, 8, 8, generator=gen)
         context = torch.randn(1, 3, tiny.TINY_CONTEXT, generator=gen)
-        with torch.inference_mode(), recording_ff_weights(engine, patcher, mask.layers) as seen:
+        with torch.inference_mode(), forward_weights.recording(modules) as seen:
             patcher.model.diffusion_model(x, timesteps=torch.tensor([500.0]), context=context)
         assert seen.keys() == mask.pruned.keys()
         for key, indices in mask.pruned.items():
             assert pruned_as_expected(seen[key], originals[key], indices), key
             if lowvram:
-                module = modules[next(layer.module_path for layer in mask.layers if layer.key == key)]
-                assert torch.equal(module.weight, originals[key])  # patched on the cast copy only
+                assert torch.equal(modules[key].weight, originals[key])  # patched on the cast copy only
     finally:
         patcher.unpatch_model(torch.device("cpu"))
     assert all(torch.equal(w, originals[k]) for k, w in engine.layers.original_weights(masked, mask.layers).items())
