@@ -26,7 +26,7 @@ from .world import SIZE as world_size  # noqa: E402
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 V2_WEIGHTS = WEIGHTS_DIR / "toyworld.safetensors"
 V3_WEIGHTS = WEIGHTS_DIR / "toyworld_v3.safetensors"
-# The newest model shipped: v3 (world version 3, 48x8x8 latent, width 64) once its weights are
+# The newest model shipped: v3 (world version 3, 48x8x8 latent, width 96) once its weights are
 # committed, else v2. Each file's metadata says which world, latent and widths it was built for.
 DEFAULT_WEIGHTS = V3_WEIGHTS if V3_WEIGHTS.exists() else V2_WEIGHTS
 

@@ -7,7 +7,7 @@ after step k depend only on the seed and k (on a given torch build, device and t
 weights are written (float16) every `--save-every` minutes, so a partial run is usable; a
 resume state (weights, EMA, Adam moments, float32) goes to `--state`.
 
-`--version 3` (default): world version 3 and the v3 UNet (48x8x8 latent, width 64).
+`--version 3` (default): world version 3 and the v3 UNet (48x8x8 latent, width 96).
 `--version 2`: the shipped v2 model's world and UNet, to reproduce its history.
 """
 
