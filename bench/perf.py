@@ -31,7 +31,7 @@ import torch  # noqa: E402
 
 import fia_engine as fia  # noqa: E402
 from fia_engine.core.memory import process_memory_bytes  # noqa: E402
-from fia_engine.core.record import SaliencyRecord  # noqa: E402
+from fia_engine.core.record import RecordingProvenance, SaliencyRecord  # noqa: E402
 from fia_engine.core.statistics import Moments  # noqa: E402
 from fia_engine.host.recording import batch_conditioning, latent_geometry, sample_first_steps  # noqa: E402
 from fia_engine.host.saliency import recording_jobs  # noqa: E402
@@ -270,7 +270,9 @@ def synthetic_record(layers: list[fia.FFLayer], concepts: int, steps: int, seed:
             concept_moments[name][layer.key] = Moments(base_mean + bump + noise, None, 30)
     names = list(concept_moments)
     return SaliencyRecord("SD1.x", layers, "reference", "objects", names, concept_moments, {"b": base},
-                          {n: "b" for n in names}, abs_weights, {}, {"sampling": {"recorded_steps": steps}}, "synthetic")
+                          {n: "b" for n in names}, abs_weights, {},
+                          RecordingProvenance(fia.SamplingSettings(recorded_steps=steps), "reference", "objects", 30, 0, 0),
+                          "synthetic")
 
 
 def select_fuse_child(out_json: str, mask_path: str) -> None:

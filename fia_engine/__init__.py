@@ -23,6 +23,7 @@ from .core import (
     paper,
     prompts,
     record,
+    sampling,
     selection,
     statistics,
 )
@@ -42,12 +43,12 @@ from .core.prompts import (
     resolve_preset,
 )
 from .core.record import SaliencyRecord
+from .core.sampling import SamplingSettings
 from .core.selection import select_sensitive_neurons
 from .host import layers, method, patching, plms, recording, saliency
 from .host.layers import layers_of_patcher
 from .host.method import MethodResult, MethodSettings, masks_from, unlearning_mask
 from .host.patching import apply_mask
-from .host.recording import SamplingSettings
 from .host.saliency import compute_saliency
 
 __all__ = [
@@ -57,6 +58,6 @@ __all__ = [
     "discover_ff_layers", "errors", "fuse_masks", "fusion", "index_codec", "inspection", "layers",
     "layers_of_patcher", "load_mask", "mask_io", "mask_schema", "masks", "masks_from", "memory",
     "merge_concept_masks", "method", "paper", "parse_concepts", "parse_r2_overrides", "patching", "plms",
-    "prompts", "read_metadata", "record", "recording", "resolve_preset", "saliency", "save_mask",
+    "prompts", "read_metadata", "record", "recording", "resolve_preset", "saliency", "sampling", "save_mask",
     "select_sensitive_neurons", "selection", "statistics", "unlearning_mask",
 ]

@@ -98,7 +98,8 @@ class Run:
 
 def statistics_record(run: Run, patcher, to_diffusers: dict[str, str]):
     """A SaliencyRecord holding the reference's own statistics (each concept with its own base set)."""
-    from fia_pack.fia_engine.core.record import SaliencyRecord
+    from fia_pack.fia_engine.core.record import RecordingProvenance, SaliencyRecord
+    from fia_pack.fia_engine.core.sampling import SamplingSettings
     from fia_pack.fia_engine.core.statistics import Moments
     from fia_pack.fia_engine.host.layers import effective_weights, layers_of_patcher, original_weights
 
@@ -119,7 +120,9 @@ def statistics_record(run: Run, patcher, to_diffusers: dict[str, str]):
         architecture="SD1.x", layers=layers, form="reference", preset=RUNS[run.name], concepts=run.concepts,
         concept_moments=concept_moments, base_moments=base_moments, concept_base={c: c for c in run.concepts},
         abs_weights={layer.key: weights[layer.key].abs() for layer in layers}, prompts={},
-        settings={"sampling": {"recorded_steps": len(next(iter(stats.values())))}}, fingerprint="reference",
+        provenance=RecordingProvenance(SamplingSettings(recorded_steps=len(next(iter(stats.values())))), "reference",
+                                       RUNS[run.name], count, run.fia["seed"], 0),
+        fingerprint="reference",
     )
 
 

@@ -138,7 +138,7 @@ def test_cfg_zero_records_with_the_familys_cfg(engine, arch):
     log_chunks(work, calls)
     record = recorded(engine, work, family, 3, cfg=0.0, recorded_steps=1)
     cfg = engine.architecture_of(patcher.model.model_config).recording_cfg
-    assert record.settings["sampling"]["cfg"] == cfg
+    assert record.provenance.sampling.cfg == cfg
     assert all(sorted(chunks) == ([0] if cfg == 1.0 else [0, 1]) for chunks in calls) and len(calls) == 2
     assert (family == "Flux") == (cfg == 1.0)  # distilled guidance: cond only
 

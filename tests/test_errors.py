@@ -127,4 +127,4 @@ def test_recorded_size_is_the_sampled_size(pack, tiny_clip):
     """65x71 samples a 8x8 latent, that is 64x64 pixels: the record says what was sampled."""
     record = saliency_node(pack, tiny.tiny_sd15_patcher(), tiny_clip, recorded_steps=1, prompt_pairs=1,
                            concepts="cat", width=65, height=71)
-    assert (record.settings["sampling"]["width"], record.settings["sampling"]["height"]) == (64, 64)
+    assert (record.provenance.sampling.width, record.provenance.sampling.height) == (64, 64)

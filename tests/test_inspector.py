@@ -21,10 +21,10 @@ def concept_masks(engine, tiny_model):
         concept: {layer.key: torch.arange((k + 1) * base_count(n, layer)) for n, layer in enumerate(layers)}
         for k, concept in enumerate(CONCEPTS)
     }
-    settings = {c: {"r1": 0.05, "r2": 0.01, "method": "fia", "form": "reference", "preset": "objects"}
-                for c in CONCEPTS}
-    return engine.ConceptMasks("SD1.x", layers, selected, settings, "00ff00ff00ff00ff",
-                               source={"saliency": {"seed": 1244, "sampling": {"steps": 50, "recorded_steps": 10}}})
+    settings = {c: engine.masks.SelectionSettings(0.05, 0.01, "fia", "reference", "objects", "fixed") for c in CONCEPTS}
+    recording = engine.record.RecordingProvenance(engine.SamplingSettings(steps=50, recorded_steps=10), "reference",
+                                                  "objects", 0, 1244, 0)
+    return engine.ConceptMasks("SD1.x", layers, selected, settings, "00ff00ff00ff00ff", recording=recording)
 
 
 @pytest.fixture()
@@ -127,7 +127,8 @@ def test_inspector_cost_is_bounded_whatever_the_mask_claims(engine, inspector, c
 
     names = [f"{'a very long concept name ' * 20}{i}" for i in range(300)]
     big = engine.ConceptMasks("SD1.x", concept_masks.layers, {c: concept_masks.selected["cat"] for c in names},
-                              {c: {"r1": 0.05, "x" * 500: "y" * 5000} for c in names}, "0" * 16)
+                              {c: engine.masks.SelectionSettings(0.05, 0.01, "y" * 5000, "reference", "x" * 500, "fixed")
+                               for c in names}, "0" * 16)
     image, summary = inspector.execute(concept_masks=big).args
     assert image.shape[2] == 1000 and image.shape[1] < 2400
     assert len(summary) < 12_000 and "and 280 more" in summary

@@ -9,6 +9,7 @@ import torch
 
 from . import paper, selection
 from .errors import FIAInputError
+from .mask_io import fusion_metadata
 from .masks import ConceptMasks, UnlearningMask, check_layers_match, compact_indices, warn_if_other_weights
 from .memory import release_freed_memory
 from .selection import check_ratio, compatibility_rules, rules_name
@@ -62,7 +63,7 @@ def fuse_counts(counts: torch.Tensor, threshold: int | None) -> tuple[torch.Tens
 def merge_concept_masks(inputs: list[ConceptMasks]) -> ConceptMasks:
     """Puts masks from separate saliency runs (e.g. objects and artists) into one set."""
     first = inputs[0]
-    merged = ConceptMasks(first.architecture, list(first.layers), {}, {}, first.fingerprint, dict(first.source))
+    merged = ConceptMasks(first.architecture, list(first.layers), {}, {}, first.fingerprint, first.recording)
     for number, masks in enumerate(inputs, start=1):
         what = f"concept_masks input {number}"
         check_layers_match(what, masks.architecture, masks.layers, first.architecture, first.layers, "first input")
@@ -104,9 +105,8 @@ def fuse_masks(
         release_freed_memory()
     mask = UnlearningMask(
         masks.architecture, list(masks.layers), pruned, kept, concepts,
-        {"alpha": alpha, "fusion": mode, "agnostic_threshold": threshold, "compatibility": rules_name(rules),
-         "per_concept": masks.settings,
-         "saliency": masks.source.get("saliency", {})},
+        fusion_metadata(alpha=alpha, fusion=mode, agnostic_threshold=threshold, compatibility=rules_name(rules),
+                        per_concept=masks.settings, recording=masks.recording),
         masks.fingerprint,
     )
     log.info("FIA: fused %d concepts: %d weights pruned (%.4f%%), %d concept-agnostic kept",

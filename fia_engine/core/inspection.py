@@ -12,7 +12,7 @@ characters. The chart and the text then cost the same for any mask.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from .architectures import FFLayer, block_label
 from .masks import ConceptMasks, UnlearningMask
@@ -207,9 +207,10 @@ def concept_masks_summary(masks: ConceptMasks) -> str:
         f"Concepts ({len(masks.concepts)}): {listed(masks.concepts)}",
     ]
     for concept in masks.concepts[:MAX_LISTED]:
-        lines.append(f"  {short(concept)}: {masks.count(concept):,} selected; {_settings_line(masks.settings[concept])}")
+        lines.append(f"  {short(concept)}: {masks.count(concept):,} selected; "
+                     f"{_settings_line(asdict(masks.settings[concept]))}")
     if len(masks.concepts) > MAX_LISTED:
         lines.append(f"  and {len(masks.concepts) - MAX_LISTED:,} more concepts")
-    lines += _saliency_lines(masks.source.get("saliency", {}))
+    lines += _saliency_lines(asdict(masks.recording) if masks.recording is not None else {})
     lines.append(f"Source model fingerprint: {short(masks.fingerprint or 'unknown', 64)}")
     return "\n".join(lines + _table(chart))

@@ -20,6 +20,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -28,7 +29,8 @@ from .architectures import FFLayer
 from .errors import FIAInputError
 from .index_codec import column_major, decode_rice, decode_sorted, encode_rice, row_major
 from .mask_schema import FORMAT, FORMAT_VERSION, VERSION_ENCODINGS, check_header_size, check_metadata, refuse
-from .masks import UnlearningMask
+from .masks import SelectionSettings, UnlearningMask
+from .record import RecordingProvenance
 
 INDEX_ENCODING = VERSION_ENCODINGS[FORMAT_VERSION]
 # index encoding -> (gap decoder, whether the indices were stored column by column)
@@ -40,6 +42,18 @@ DECODERS = {
 STALE_SECONDS = 600  # a save takes well under a second; an older temporary belongs to a killed one
 __all__ = ["FORMAT", "FORMAT_VERSION", "load_mask", "read_metadata", "save_mask", "save_numbered_mask"]
 
+
+
+def fusion_metadata(
+    *, alpha: float, fusion: str, agnostic_threshold: int | None, compatibility: str | dict,
+    per_concept: dict[str, SelectionSettings], recording: RecordingProvenance | None,
+) -> dict:
+    """The typed settings of a fused mask as the JSON its file states (`hyperparameters`)."""
+    return {
+        "alpha": alpha, "fusion": fusion, "agnostic_threshold": agnostic_threshold, "compatibility": compatibility,
+        "per_concept": {concept: asdict(settings) for concept, settings in per_concept.items()},
+        "saliency": asdict(recording) if recording is not None else {},
+    }
 
 def mask_file_bytes(mask: UnlearningMask, extra_metadata: dict[str, str] | None = None) -> bytes:
     from safetensors.torch import save

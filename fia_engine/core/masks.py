@@ -8,12 +8,13 @@ layer of more than 2^31 weights): half the memory while many concepts wait to be
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from .architectures import FFLayer
 from .errors import FIAInputError
+from .record import RecordingProvenance
 
 log = logging.getLogger("FIA")
 
@@ -23,6 +24,18 @@ def compact_indices(flat: torch.Tensor, numel: int) -> torch.Tensor:
     return flat.to(torch.int32 if numel <= torch.iinfo(torch.int32).max else torch.int64)
 
 
+@dataclass(frozen=True)
+class SelectionSettings:
+    """How one concept's weights were selected (Eq.3-6)."""
+
+    r1: float
+    r2: float
+    method: str  # fia or conceptprune
+    form: str  # the record's Eq.1 form
+    preset: str
+    compatibility: str | dict  # a setting's name, or the rules' switches
+
+
 @dataclass
 class ConceptMasks:
     """Eq.4-6 output: for every concept, the selected weights of every layer."""
@@ -30,9 +43,9 @@ class ConceptMasks:
     architecture: str
     layers: list[FFLayer]
     selected: dict[str, dict[str, torch.Tensor]]
-    settings: dict[str, dict]
+    settings: dict[str, SelectionSettings]
     fingerprint: str
-    source: dict = field(default_factory=dict)
+    recording: RecordingProvenance | None = None
 
     @property
     def concepts(self) -> list[str]:

@@ -8,7 +8,20 @@ import torch
 
 from . import prompts as prompt_lib
 from .architectures import FFLayer
+from .sampling import SamplingSettings
 from .statistics import Moments
+
+
+@dataclass(frozen=True)
+class RecordingProvenance:
+    """How a record was made: what a mask file states so the run can be repeated."""
+
+    sampling: SamplingSettings  # with the width and height actually sampled
+    form: str  # Eq.1: reference or exact
+    preset: str
+    num_pairs: int
+    seed: int
+    weight_patches: int  # patches (LoRAs, ...) on the analysed layers while recording
 
 
 @dataclass
@@ -30,14 +43,14 @@ class SaliencyRecord:
     concept_base: dict[str, str]
     abs_weights: dict[str, torch.Tensor]
     prompts: dict[str, list[prompt_lib.PromptPair]]
-    settings: dict
+    provenance: RecordingProvenance
     fingerprint: str
     unet_calls: int = 0
     extra: dict = field(default_factory=dict)
 
     @property
     def recorded_steps(self) -> int:
-        return int(self.settings["sampling"]["recorded_steps"])
+        return self.provenance.sampling.recorded_steps
 
     def state_bytes_per_concept(self) -> int:
         """Bytes of statistics one concept adds (its concept means; base sets are shared)."""

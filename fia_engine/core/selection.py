@@ -28,7 +28,7 @@ import torch
 
 from . import paper
 from .errors import FIAInputError
-from .masks import ConceptMasks, compact_indices
+from .masks import ConceptMasks, SelectionSettings, compact_indices
 from .memory import release_freed_memory
 from .prompts import r2_for
 from .record import SaliencyRecord
@@ -284,11 +284,9 @@ def select_sensitive_neurons(
             per_layer[layer.key] = compact_indices(flat, layer.out_features * layer.in_features).cpu()
             release_freed_memory()
         selected[concept] = per_layer
-        settings[concept] = {"r1": r1, "r2": ratio, "method": method, "form": record.form, "preset": record.preset,
-                             "compatibility": rules_name(rules)}
+        settings[concept] = SelectionSettings(r1, ratio, method, record.form, record.preset, rules_name(rules))
     return ConceptMasks(
-        record.architecture, list(record.layers), selected, settings, record.fingerprint,
-        source={"saliency": record.settings, "recorded_steps": steps},
+        record.architecture, list(record.layers), selected, settings, record.fingerprint, recording=record.provenance
     )
 
 

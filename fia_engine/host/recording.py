@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import comfy.model_management
 import comfy.patcher_extension
@@ -20,37 +19,10 @@ import torch
 
 from ..core import statistics
 from ..core.architectures import FFLayer
+from ..core.sampling import COND, REFERENCE_SCHEDULE_FAMILIES, SCHEDULES, UNCOND, SamplingSettings
 from . import plms
 
-COND, UNCOND = 0, 1
-
-
-SCHEDULES = ("reference", "sampler")
-"""reference: the reference code's PNDM calls (SD1.x/SD2.x; other families fall back to the sampler).
-sampler: sampler_name and scheduler."""
-REFERENCE_SCHEDULE_FAMILIES = ("SD1.x", "SD2.x")
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """How prompts are sampled while recording; defaults follow the paper (50 steps, T = 10, cfg 7.5)."""
-
-    steps: int = 50
-    recorded_steps: int = 10
-    cfg: float = 7.5
-    sampler_name: str = "euler"
-    scheduler: str = "normal"
-    width: int = 0
-    height: int = 0
-    prompts_per_batch: int = 4
-    pool_uncond: bool = True
-    schedule: str = "reference"
-    noise: str = "shared"
-
-    def chunks_per_evaluation(self) -> frozenset[int]:
-        """ComfyUI skips the uncond pass when cfg == 1."""
-        return frozenset({COND}) if abs(self.cfg - 1.0) < 1e-9 else frozenset({COND, UNCOND})
-
+__all__ = ["COND", "REFERENCE_SCHEDULE_FAMILIES", "SCHEDULES", "UNCOND", "ActivationRecorder", "SamplingSettings"]
 
 class StopSampling(Exception):
     """Raised from the wrapper once T evaluations are recorded; caught around the sampler."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import comfy.samplers
 import torch
@@ -12,7 +12,7 @@ from ..core import paper
 from ..core import prompts as prompt_lib
 from ..core.architectures import FFLayer, fingerprint
 from ..core.errors import FIAInputError
-from ..core.record import SaliencyRecord
+from ..core.record import RecordingProvenance, SaliencyRecord
 from ..core.statistics import FORMS, MomentAccumulator, Moments
 from .layers import effective_weights, layers_of_patcher, modules_by_path, original_weights
 from .recording import (
@@ -156,11 +156,10 @@ def compute_saliency(
         concept_base=concept_base,
         abs_weights=abs_weights,
         prompts=pairs,
-        settings={
-            "sampling": asdict(settings) | {"width": width, "height": height},
-            "form": form, "preset": preset.name, "num_pairs": num_pairs, "seed": seed,
-            "weight_patches": sum(len(patcher.patches.get(layer.key, [])) for layer in layers),
-        },
+        provenance=RecordingProvenance(
+            replace(settings, width=width, height=height), form, preset.name, num_pairs, seed,
+            weight_patches=sum(len(patcher.patches.get(layer.key, [])) for layer in layers),
+        ),
         fingerprint=source_fingerprint,
         unet_calls=recorder.unet_calls,
     )
