@@ -315,3 +315,12 @@ def test_fia_mask_lowers_the_concept_and_keeps_the_shape(toy) -> None:
     change_named = (after - before).abs().mean()
     change_others = (fg.generate(toy, others, unlearned) - fg.generate(toy, others)).abs().mean()
     assert change_named > 1.5 * change_others
+
+
+def test_evaluation_docs_state_what_the_committed_reports_hold():
+    """docs/evaluation.md's tables are rendered from toyworld/reports (python -m toyworld.doc_tables)."""
+    from toyworld import doc_tables
+
+    text = doc_tables.DOC.read_text()
+    assert doc_tables.render(text, doc_tables.tables()) == text
+    assert "<!-- table:efficacy-3 -->\n| 3 concepts" in text

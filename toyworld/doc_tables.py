@@ -1,0 +1,92 @@
+"""The evaluation tables in docs/evaluation.md, rendered from the committed reports.
+
+`python -m toyworld.doc_tables` rewrites every block between `<!-- table:NAME -->` and
+`<!-- /table:NAME -->` from `toyworld/reports/*.json`, so a re-measured report updates the docs
+and the docs never state a figure the reports do not hold (a test checks they agree).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+REPORTS = REPO / "toyworld" / "reports"
+DOC = REPO / "docs" / "evaluation.md"
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def _per_concept(rates: dict[str, float]) -> str:
+    return " / ".join(f"{100 * v:.0f}" for v in rates.values())
+
+
+def efficacy_table(report: dict, size: str) -> str:
+    """One row per configuration of a concept set: forget, synonym forget, preserve, overall, cost."""
+    block = report[size]
+    base = block["base"]
+    concepts = " / ".join(block["concepts"])
+    lines = [
+        f"| {size} concepts | forget rate ({concepts}) | synonym forget | preserve accuracy (of base) | overall "
+        "| pixel change | pruned |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, row in block.items():
+        if not isinstance(row, dict) or "forget_rate" not in row:
+            continue
+        preserve = row["preserve_accuracy"]
+        of_base = preserve / max(base["preserve_accuracy"], 1e-9)
+        pruned = f"{100 * row['sparsity']:.2f}%" if "sparsity" in row else ""
+        lines.append(
+            f"| {name} | {_percent(row['forget_rate'])} ({_per_concept(row['forget_rate_per_concept'])}) "
+            f"| {_percent(row['synonym_forget_rate'])} | {_percent(preserve)} ({_percent(of_base)}) "
+            f"| {_percent(row['overall'])} | {row['preserve_pixel_change']:.3f} | {pruned} |"
+        )
+    return "\n".join(lines)
+
+
+def base_quality_table(report: dict) -> str:
+    """The base model's attribute accuracy per sampler setting, as the evaluator reads it."""
+    lines = ["| sampling | wording | images | colour | shape | background | all three |", "|---|---|---|---|---|---|---|"]
+    for run in [report["base_quality"], report["synonym_prompts"], *report["sweep"]]:
+        settings, match = run["settings"], run["match"]
+        lines.append(
+            f"| {settings['sampler']} {settings['steps']} cfg {settings['cfg']} | {settings['wording']} "
+            f"| {settings['images']} | " + " | ".join(_percent(match[k]) for k in ("colour", "shape", "background", "all"))
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def tables() -> dict[str, str]:
+    efficacy = json.loads((REPORTS / "efficacy.json").read_text())
+    quality = json.loads((REPORTS / "base_quality.json").read_text())
+    renderers: dict[str, Callable[[], str]] = {
+        "efficacy-3": lambda: efficacy_table(efficacy, "3"),
+        "efficacy-6": lambda: efficacy_table(efficacy, "6"),
+        "base-quality": lambda: base_quality_table(quality),
+    }
+    return {name: render() for name, render in renderers.items()}
+
+
+def render(text: str, rendered: dict[str, str]) -> str:
+    """`text` with every marked block replaced by its table."""
+    for name, table in rendered.items():
+        pattern = re.compile(rf"(<!-- table:{re.escape(name)} -->\n)(?:.*?\n)?(<!-- /table:{re.escape(name)} -->)", re.S)
+        text, found = pattern.subn(lambda m, table=table: m.group(1) + table + "\n" + m.group(2), text)
+        if not found:
+            raise ValueError(f"{DOC}: no block marked table:{name}")
+    return text
+
+
+def main() -> None:
+    DOC.write_text(render(DOC.read_text(), tables()))
+    print(f"rewrote the tables of {DOC}")
+
+
+if __name__ == "__main__":
+    main()
