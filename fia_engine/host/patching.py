@@ -71,6 +71,38 @@ def _masking_function(indices: torch.Tensor, strength: float):
     return mask_weight
 
 
+def bypass_lora_keys(patcher) -> set[str] | None:
+    """Weight keys to which a bypass-mode LoRA (ComfyUI 0.33's LoraLoaderBypass) adds its own path
+    at every forward: outside the weights, so no weight patch or wrapper can prune its delta.
+
+    ComfyUI keeps them only in its injection's closure (the BypassInjectionManager's `adapters`, by
+    module path); None when such an injection is there but laid out otherwise (unknown keys).
+    """
+    keys: set[str] = set()
+    for injection in getattr(patcher, "injections", {}).get("bypass_lora", []):
+        cells = [cell.cell_contents for cell in getattr(injection.inject, "__closure__", None) or ()]
+        managers = [c for c in cells if isinstance(getattr(c, "adapters", None), dict)]
+        if not managers:
+            return None
+        for manager in managers:
+            keys.update(f"{module}.weight" for module in manager.adapters)
+    return keys
+
+
+def check_no_bypass_lora(patcher, mask: UnlearningMask) -> None:
+    """Refuses a model whose bypass LoRA reaches the mask's layers: the pruned weights would not be zero."""
+    keys = bypass_lora_keys(patcher)
+    masked = {key for key, indices in mask.pruned.items() if indices.numel()}
+    hit = masked if keys is None else sorted(masked & keys)
+    if hit:
+        which = "some of the mask's layers (this ComfyUI keeps its bypass LoRAs in a form FIA does not know)" \
+            if keys is None else f"{len(hit)} of the mask's {len(masked)} layers (e.g. {hit[0]})"
+        raise FIAInputError(
+            f"model: a bypass-mode LoRA (LoraLoaderBypass) runs its own path beside {which} at every step, so "
+            "its delta would refill the pruned weights. Load that LoRA with LoraLoader before FIA Apply Unlearning "
+            "Mask instead: its weight patches are then pruned with the model's weights.")
+
+
 def check_strength(strength: float) -> None:
     if not 0.0 <= strength <= 1.0:  # NaN fails this too
         raise FIAInputError(f"strength: {strength} is out of range; use 0 (untouched) to 1 (fully pruned).")
@@ -86,6 +118,8 @@ def apply_mask(patcher, mask: UnlearningMask, strength: float = 1.0, *, mode: st
     spec, layers = layers_of_patcher(patcher, streams=tuple(sorted({layer.stream for layer in mask.layers})))
     check_layers_match("mask", mask.architecture, mask.layers, spec.family, layers)
     warn_if_other_weights("mask", mask.fingerprint, fingerprint(original_weights(patcher, mask.layers)))
+    if strength > 0.0:
+        check_no_bypass_lora(patcher, mask)
     model = patcher.clone()
     if strength == 0.0:
         return model

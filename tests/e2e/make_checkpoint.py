@@ -69,13 +69,14 @@ def build_state_dict(seed: int = SEED) -> dict[str, torch.Tensor]:
     return {key: value.to(torch.float16).contiguous() for key, value in state.items()}
 
 
-def build_lora(checkpoint_state: dict[str, torch.Tensor], rank: int = 4, seed: int = SEED) -> dict[str, torch.Tensor]:
-    """A kohya-style LoRA (ComfyUI key names) on every FF output layer, the weights FIA prunes."""
+def build_lora(checkpoint_state: dict[str, torch.Tensor], rank: int = 4, seed: int = SEED,
+               layer: str = ".ff.net.2.weight") -> dict[str, torch.Tensor]:
+    """A kohya-style LoRA (ComfyUI key names) on every `layer`: by default the FF output layers FIA prunes."""
     generator = torch.Generator().manual_seed(seed)
     prefix = "model.diffusion_model."
     lora = {}
     for key, weight in sorted(checkpoint_state.items()):
-        if not (key.startswith(prefix) and key.endswith(".ff.net.2.weight")):
+        if not (key.startswith(prefix) and key.endswith(layer)):
             continue
         name = "lora_unet_" + key[len(prefix):-len(".weight")].replace(".", "_")
         out_features, in_features = weight.shape
