@@ -45,13 +45,14 @@ def fill_seeded(module: torch.nn.Module, seed: int, scale: float = 0.05) -> None
             param.copy_(values.to(param.dtype))
 
 
-def tiny_sd15_patcher(seed: int = 0, unet_config: dict | None = None):
-    """A ModelPatcher around a tiny SD1.5-layout UNet (SD15 config class, real ComfyUI model)."""
+def tiny_sd15_patcher(seed: int = 0, unet_config: dict | None = None, dtype: torch.dtype = torch.float32):
+    """A ModelPatcher around a tiny SD1.5-layout UNet (SD15 config class, real ComfyUI model);
+    weights stored in `dtype` (fp8: computed in fp32, as ComfyUI runs fp8 checkpoints)."""
     import comfy.model_patcher
     import comfy.supported_models
 
     cfg = comfy.supported_models.SD15(dict(unet_config or TINY_SD15_UNET))
-    cfg.set_inference_dtype(torch.float32, None)
+    cfg.set_inference_dtype(dtype, None if dtype == torch.float32 else torch.float32)
     model = cfg.get_model({}, device=torch.device("cpu"))
     fill_seeded(model.diffusion_model, seed)
     return comfy.model_patcher.ModelPatcher(model, torch.device("cpu"), torch.device("cpu"))
@@ -94,3 +95,15 @@ def clip_encoder(clip):
         return clip.encode_from_tokens_scheduled(clip.tokenize(text))
 
     return encode
+
+
+def seeded_mask(engine, patcher, share: float, seed: int = 0):
+    """An UnlearningMask pruning a seeded `share` of every FF layer's weights (int32 indices, as files
+    store them): for checks of where the mask ends up, independent of saliency."""
+    spec, layers = engine.layers_of_patcher(patcher)
+    generator = torch.Generator().manual_seed(seed)
+    pruned = {}
+    for layer in layers:
+        total = layer.out_features * layer.in_features
+        pruned[layer.key] = torch.randperm(total, generator=generator)[: int(total * share)].sort().values.int()
+    return engine.UnlearningMask(spec.family, layers, pruned, {k: v[:0] for k, v in pruned.items()}, ["seeded"], {}, "")
