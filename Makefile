@@ -12,8 +12,9 @@ browser-env:
 lint: env
 	$(PY) -m ruff check .
 
+# the whole suite once per ComfyUI version: 0.3.75, and each tree in ../shared/comfyui/ (scripts/test.sh)
 test: env browser-env lint
-	$(PY) -m pytest -q
+	./scripts/test.sh
 
 # quick loop: unit and node tests only (no server, browser or lint)
 unit: env

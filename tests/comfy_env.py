@@ -9,9 +9,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from toyworld.comfy_env import comfyui_path, setup_comfy  # noqa: E402
+from toyworld.comfy_env import comfyui_path, comfyui_version, setup_comfy  # noqa: E402
 
-__all__ = ["REPO", "comfyui_path", "setup_comfyui"]
+__all__ = ["REPO", "comfyui_path", "comfyui_version", "setup_comfyui"]
 
 
 def setup_comfyui() -> Path:

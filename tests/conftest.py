@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from comfy_env import REPO, setup_comfyui
+from comfy_env import REPO, comfyui_path, comfyui_version, setup_comfyui
 
 setup_comfyui()
 # The tiny models' ops are too small to gain from threads; one thread avoids oversubscribing the
@@ -15,6 +15,11 @@ setup_comfyui()
 torch.set_num_threads(1)
 
 PACK_NAME = "fia_pack"
+
+
+def pytest_report_header(config):
+    """Which ComfyUI this run imports (COMFYUI_PATH picks it; `make test` runs each version)."""
+    return f"ComfyUI {comfyui_version()} at {comfyui_path()}"
 
 
 def load_pack():

@@ -4,6 +4,7 @@ benchmarks, training, CLI scripts)."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -12,11 +13,19 @@ DEFAULT_COMFYUI = REPO / ".comfyui" / "ComfyUI"
 
 
 def comfyui_path(path: str | os.PathLike[str] | None = None) -> Path:
-    """`path`, else COMFYUI_PATH, else the copy scripts/provision.sh made."""
-    root = Path(path or os.environ.get("COMFYUI_PATH") or DEFAULT_COMFYUI)
+    """`path`, else COMFYUI_PATH, else the copy scripts/provision.sh made (absolute: servers run elsewhere)."""
+    root = Path(path or os.environ.get("COMFYUI_PATH") or DEFAULT_COMFYUI).absolute()
     if not (root / "comfy").is_dir():
         raise RuntimeError(f"no ComfyUI at {root}: run scripts/provision.sh or set COMFYUI_PATH")
     return root
+
+
+def comfyui_version(path: str | os.PathLike[str] | None = None) -> str:
+    """The version a ComfyUI tree declares (comfyui_version.py), read without importing it, so test
+    reports can name the ComfyUI they ran on."""
+    text = (comfyui_path(path) / "comfyui_version.py").read_text(encoding="utf-8")
+    match = re.search(r"__version__\s*=\s*['\"]([^'\"]+)['\"]", text)
+    return match.group(1) if match else "unknown"
 
 
 def setup_comfy(path: str | os.PathLike[str] | None = None, pytorch_attention: bool = False,
