@@ -39,6 +39,7 @@ from .core.prompts import (
     PromptPreset,
     build_prompt_pairs,
     parse_concepts,
+    parse_lines,
     parse_r2_overrides,
     resolve_preset,
 )
@@ -57,7 +58,7 @@ __all__ = [
     "apply_mask", "architecture_of", "architectures", "build_prompt_pairs", "checks", "compute_saliency",
     "discover_ff_layers", "errors", "fuse_masks", "fusion", "index_codec", "inspection", "layers",
     "layers_of_patcher", "load_mask", "mask_io", "mask_schema", "masks", "masks_from", "memory",
-    "merge_concept_masks", "method", "paper", "parse_concepts", "parse_r2_overrides", "patching", "plms",
+    "merge_concept_masks", "method", "paper", "parse_concepts", "parse_lines", "parse_r2_overrides", "patching", "plms",
     "prompts", "read_metadata", "record", "recording", "resolve_preset", "saliency", "sampling", "save_mask",
     "select_sensitive_neurons", "selection", "statistics", "unlearning_mask",
 ]

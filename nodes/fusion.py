@@ -29,9 +29,11 @@ class FIAFuseMasks(io.ComfyNode):
             inputs=[
                 ConceptMasks.Input("concept_masks", tooltip="Output of FIA Select Sensitive Neurons."),
                 *extra,
-                io.Float.Input("alpha", default=paper.GENERAL.alpha, min=0.01, max=1.0, step=0.05, round=0.01,
+                io.Float.Input("alpha", default=0.0, min=0.0, max=1.0, step=0.05, round=0.01,
                                tooltip="A weight in at least ceil(alpha * concepts) masks (and at least 2) is "
-                                       f"concept-agnostic and kept. Paper: {paper.describe('alpha')}."),
+                                       "concept-agnostic and kept. 0 = the paper's value for the concepts' preset "
+                                       f"({paper.describe('alpha')}; concepts of several presets: their mean, "
+                                       "weighted by concepts), stated in the mask."),
                 io.Combo.Input("fusion", options=["concept-agnostic", "union"], default="concept-agnostic",
                                tooltip="concept-agnostic: the paper's fusion. union: prune every selected weight "
                                        "(forgets a bit more, costs image quality)."),
@@ -39,13 +41,17 @@ class FIAFuseMasks(io.ComfyNode):
                                tooltip="fixed: a weight of one concept is never concept-agnostic, so one concept "
                                        "alone is pruned. reference: the reference code's rule ceil(alpha * C), "
                                        "which prunes nothing for one concept."),
+                ConceptMasks.Input("keep", optional=True,
+                                   tooltip="Concepts to keep: Select Sensitive Neurons' output for them (same model "
+                                           "and preset). No weight selected for a kept concept is pruned."),
             ],
             outputs=[Mask.Output(display_name="mask", tooltip="The weights to prune; apply, save or inspect it.")],
         )
 
     @classmethod
-    def execute(cls, concept_masks, alpha, fusion, compatibility="fixed", **more) -> io.NodeOutput:
+    def execute(cls, concept_masks, alpha, fusion, compatibility="fixed", keep=None, **more) -> io.NodeOutput:
         inputs = [concept_masks] + [more[k] for k in sorted(more) if more[k] is not None]
-        mask = fuse_masks(inputs, alpha=alpha, mode=fusion, compatibility=compatibility)
+        mask = fuse_masks(inputs, alpha=alpha, mode=fusion, compatibility=compatibility,
+                          keep=[keep] if keep is not None else None)
         warning = empty_mask_warning(mask)
         return io.NodeOutput(mask, ui=ui.PreviewText(warning) if warning else None)

@@ -14,6 +14,7 @@ from ..fia_engine import (
     apply_mask,
     paper,
     parse_concepts,
+    parse_lines,
     resolve_preset,
     unlearning_mask,
 )
@@ -76,6 +77,10 @@ class FIAUnlearn(io.ComfyNode):
                                        f"{paper.describe('alpha')}."),
                 io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.05, round=0.01,
                                tooltip="1 = selected weights set to zero (the paper), 0 = untouched."),
+                io.String.Input("keep", multiline=True, default="", optional=True, placeholder="Claude Monet",
+                                tooltip="Concepts to keep, one per line, same preset: measured and selected like the "
+                                        "concepts to forget, and none of their weights is pruned. Costs one more "
+                                        "prompt set per concept."),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The model with the concepts' weights pruned."),
@@ -87,9 +92,13 @@ class FIAUnlearn(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, clip, concepts, preset, prompt_pairs, seed, recorded_steps, r2, alpha,
-                strength) -> io.NodeOutput:
+                strength, keep="") -> io.NodeOutput:
         concept_list = parse_concepts(concepts)
-        check_concept_names(concept_list)
+        keep_list = parse_lines(keep)
+        check_concept_names(concept_list + keep_list)
+        both = {c.lower() for c in concept_list} & {c.lower() for c in keep_list}
+        if both:
+            raise FIAInputError(f"keep: {', '.join(sorted(both))} is both forgotten and kept. Remove it from one list.")
         if preset not in ONE_NODE_PRESETS:
             raise FIAInputError(f"preset: FIA Unlearn takes {', '.join(ONE_NODE_PRESETS)}. For your own prompt "
                                 "templates use FIA Compute Concept Saliency (preset custom) and the nodes after it.")
@@ -100,7 +109,7 @@ class FIAUnlearn(io.ComfyNode):
         sampling = dataclasses.replace(PAPER_SAMPLING, recorded_steps=recorded_steps)
         settings = MethodSettings(r2=r2, alpha=alpha, num_pairs=prompt_pairs, seed=seed, sampling=sampling)
         result = unlearning_mask(model, clip_encoder(clip), concept_list, chosen, settings=settings,
-                                 progress=comfy_progress())
+                                 progress=comfy_progress(), keep=keep_list)
         masks, mask = result.concept_masks, result.mask
         warnings = "\n".join(filter(None, (empty_selection_warning(masks), empty_mask_warning(mask))))
         return io.NodeOutput(apply_mask(model, mask, strength), mask, ui=ui.PreviewText(warnings) if warnings else None)

@@ -66,7 +66,7 @@ def test_selection_input_errors(pack, engine, saliency, kwargs, message):
 
 def test_fusion_and_apply_input_errors(pack, engine, saliency):
     masks = select_node(pack, saliency)
-    for alpha in (0.0, 1.2, float("nan")):
+    for alpha in (-0.1, 1.2, float("nan")):  # 0 is valid: the paper's alpha for the preset
         with pytest.raises(engine.FIAInputError, match="alpha"):
             fuse_node(pack, masks, alpha=alpha)
     with pytest.raises(engine.FIAInputError, match="fusion"):

@@ -168,8 +168,9 @@ def test_unlearn_node_is_the_five_node_chain_at_paper_settings(pack, engine, mod
     saliency = saliency_node(pack, model, tiny_clip, concepts=knobs["concepts"], preset="art",
                              prompt_pairs=2, seed=7, steps=SMALL["steps"], recorded_steps=2, width=32, height=32,
                              prompts_per_batch=2)
-    expected = fuse_node(pack, select_node(pack, saliency, r1=0.05, r2=0.0), alpha=0.8)  # art: paper alpha 0.8
+    expected = fuse_node(pack, select_node(pack, saliency, r1=0.05, r2=0.0), alpha=0.0)  # 0 = the paper's
     assert mask.concepts == expected.concepts and mask.hyperparameters == expected.hyperparameters
+    assert mask.hyperparameters["alpha"] == 0.8  # art: paper alpha 0.8
     assert mask.hyperparameters["per_concept"]["dog"]["r2"] == 0.02  # r2 0 = the art preset's paper value
     assert all(torch.equal(mask.pruned[k], expected.pruned[k]) for k in expected.pruned)
     assert mask.pruned_count > 0

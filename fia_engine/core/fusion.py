@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 
 import torch
 
@@ -60,12 +61,12 @@ def fuse_counts(counts: torch.Tensor, threshold: int | None) -> tuple[torch.Tens
     return torch.cat(pruned) if pruned else empty, torch.cat(kept) if kept else empty
 
 
-def merge_concept_masks(inputs: list[ConceptMasks]) -> ConceptMasks:
+def merge_concept_masks(inputs: list[ConceptMasks], what: str = "concept_masks") -> ConceptMasks:
     """Puts masks from separate saliency runs (e.g. objects and artists) into one set."""
     first = inputs[0]
     merged = ConceptMasks(first.architecture, list(first.layers), {}, {}, first.fingerprint, first.recording)
     for number, masks in enumerate(inputs, start=1):
-        what = f"concept_masks input {number}"
+        what = f"{what.split(' input')[0]} input {number}"
         check_layers_match(what, masks.architecture, masks.layers, first.architecture, first.layers, "first input")
         if {layer.key for layer in masks.layers} != {layer.key for layer in first.layers}:
             raise FIAInputError(f"{what}: covers other layers than the first input; compute both on one model.")
@@ -83,32 +84,75 @@ def merge_concept_masks(inputs: list[ConceptMasks]) -> ConceptMasks:
 def fuse_masks(
     inputs: list[ConceptMasks],
     *,
-    alpha: float = paper.GENERAL.alpha,
+    alpha: float = 0.0,
     mode: str = "concept-agnostic",
     compatibility: str | selection.SelectionRules = "fixed",
+    keep: list[ConceptMasks] | None = None,
 ) -> UnlearningMask:
-    """Eq.7-8 over all concepts of all inputs; compatibility as in select_sensitive_neurons."""
-    check_ratio("alpha", alpha)
+    """Eq.7-8 over all concepts of all inputs; compatibility as in select_sensitive_neurons.
+
+    alpha 0 = the paper's value for the concepts' task (`paper_alpha`). `keep`: masks of concepts
+    to preserve, selected exactly as the forgotten ones; no weight selected for a kept concept is
+    pruned (UCE and MACE take such a list; FIA's reference code does not).
+    """
+    check_ratio("alpha", alpha, allow_zero=True)
     rules = compatibility_rules(compatibility)
     if mode not in FUSION_MODES:
         raise FIAInputError(f"fusion: '{mode}' is unknown; use one of {', '.join(FUSION_MODES)}.")
     if not inputs:
         raise FIAInputError("concept_masks: connect at least one FIA_CONCEPT_MASKS input.")
     masks = merge_concept_masks(inputs)
+    kept_masks = _merge_keep(keep or [], masks)
     concepts = masks.concepts
+    alpha_source = None
+    if alpha == 0:
+        alpha, alpha_source = paper_alpha(masks)
     threshold = agnostic_threshold(alpha, len(concepts), rules) if mode == "concept-agnostic" else None
-    pruned, kept = {}, {}
+    pruned, kept, spared = {}, {}, 0
     for layer in masks.layers:
         counts = concept_counts([masks.selected[c][layer.key] for c in concepts], layer.out_features * layer.in_features)
         pruned[layer.key], kept[layer.key] = fuse_counts(counts, threshold)
         del counts
+        if kept_masks is not None:
+            protected = torch.cat([kept_masks.selected[c][layer.key].to(pruned[layer.key].dtype) for c in kept_masks.concepts])
+            spare = torch.isin(pruned[layer.key], protected)
+            spared += int(spare.sum())
+            pruned[layer.key] = pruned[layer.key][~spare]
         release_freed_memory()
     mask = UnlearningMask(
         masks.architecture, list(masks.layers), pruned, kept, concepts,
         fusion_metadata(alpha=alpha, fusion=mode, agnostic_threshold=threshold, compatibility=rules_name(rules),
-                        per_concept=masks.settings, recording=masks.recording),
+                        per_concept=masks.settings, recording=masks.recording, alpha_source=alpha_source,
+                        keep=None if kept_masks is None else (kept_masks.concepts, spared)),
         masks.fingerprint,
     )
-    log.info("FIA: fused %d concepts: %d weights pruned (%.4f%%), %d concept-agnostic kept",
-             len(concepts), mask.pruned_count, 100 * mask.sparsity, sum(int(k.numel()) for k in kept.values()))
+    log.info("FIA: fused %d concepts: %d weights pruned (%.4f%%), %d concept-agnostic kept%s",
+             len(concepts), mask.pruned_count, 100 * mask.sparsity, sum(int(k.numel()) for k in kept.values()),
+             "" if kept_masks is None else f", {spared} spared for {len(kept_masks.concepts)} kept concepts")
     return mask
+
+
+def paper_alpha(masks: ConceptMasks) -> tuple[float, str]:
+    """The paper's alpha for the concepts' task; concepts of several tasks (e.g. objects and art
+    fused together) get the mean of their tasks' alphas, weighted by how many concepts each has."""
+    tasks = Counter(masks.settings[c].preset for c in masks.concepts)
+    alpha = sum(paper.for_task(task).alpha * n for task, n in tasks.items()) / sum(tasks.values())
+    source = ", ".join(f"{task} {paper.for_task(task).alpha} x {n}" for task, n in sorted(tasks.items()))
+    return round(alpha, 6), f"paper: {source}"
+
+
+def _merge_keep(keep: list[ConceptMasks], forget: ConceptMasks) -> ConceptMasks | None:
+    """The kept concepts' masks as one set, checked against the forgotten concepts' layers and names."""
+    if not keep:
+        return None
+    kept = merge_concept_masks(keep, what="keep")
+    check_layers_match("keep", kept.architecture, kept.layers, forget.architecture, forget.layers, "concept_masks")
+    if {layer.key for layer in kept.layers} != {layer.key for layer in forget.layers}:
+        raise FIAInputError("keep: covers other layers than concept_masks; compute both on one model.")
+    warn_if_other_weights("keep", kept.fingerprint, forget.fingerprint)
+    both = {c.lower() for c in kept.concepts} & {c.lower() for c in forget.concepts}
+    if both:
+        raise FIAInputError(
+            f"keep: {', '.join(sorted(both))} is both forgotten and kept. Remove it from one of the two lists."
+        )
+    return kept

@@ -190,6 +190,10 @@ def fused_mask_summary(mask: UnlearningMask) -> str:
         f"Kept concept-agnostic: {kept:,} weights",
         f"Fusion: {_settings_line(hyper)}",
     ]
+    keep = hyper.get("keep")
+    if isinstance(keep, dict):
+        lines.insert(4, f"Kept concepts ({len(keep.get('concepts', []))}): {listed(keep.get('concepts', []))}; "
+                        f"keeping them spared {keep.get('weights_spared', 0):,} weights")
     per_concept = list(hyper.get("per_concept", {}).items())
     lines += [f"  {short(concept)}: {_settings_line(settings)}" for concept, settings in per_concept[:MAX_LISTED]]
     if len(per_concept) > MAX_LISTED:

@@ -47,13 +47,22 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "load_mask", "read_metadata", "save_mask"
 def fusion_metadata(
     *, alpha: float, fusion: str, agnostic_threshold: int | None, compatibility: str | dict,
     per_concept: dict[str, SelectionSettings], recording: RecordingProvenance | None,
+    alpha_source: str | None = None, keep: tuple[list[str], int] | None = None,
 ) -> dict:
-    """The typed settings of a fused mask as the JSON its file states (`hyperparameters`)."""
-    return {
+    """The typed settings of a fused mask as the JSON its file states (`hyperparameters`).
+
+    alpha_source says where an automatic alpha came from; keep = (kept concepts, pruned weights spared).
+    """
+    data = {
         "alpha": alpha, "fusion": fusion, "agnostic_threshold": agnostic_threshold, "compatibility": compatibility,
         "per_concept": {concept: asdict(settings) for concept, settings in per_concept.items()},
         "saliency": asdict(recording) if recording is not None else {},
     }
+    if alpha_source is not None:
+        data["alpha_source"] = alpha_source
+    if keep is not None:
+        data["keep"] = {"concepts": list(keep[0]), "weights_spared": keep[1]}
+    return data
 
 def mask_file_bytes(mask: UnlearningMask, extra_metadata: dict[str, str] | None = None) -> bytes:
     from safetensors.torch import save

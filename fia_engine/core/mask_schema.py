@@ -162,15 +162,15 @@ def check_layers(name: str, architecture: str, data) -> list[FFLayer]:
     return layers
 
 
-def check_concepts(name: str, data) -> list[str]:
+def check_concepts(name: str, data, field: str = "concepts") -> list[str]:
     if not isinstance(data, list) or not 1 <= len(data) <= MAX_CONCEPTS:
-        raise refuse(name, "concepts", f"must be a list of 1 to {MAX_CONCEPTS} names")
+        raise refuse(name, field, f"must be a list of 1 to {MAX_CONCEPTS} names")
     for concept in data:
         if not isinstance(concept, str) or not 1 <= len(concept) <= MAX_NAME_CHARS or not concept.isprintable():
-            raise refuse(name, "concepts", f"{str(concept)[:40]!r} is not a printable name of 1 to "
-                                           f"{MAX_NAME_CHARS} characters")
+            raise refuse(name, field, f"{str(concept)[:40]!r} is not a printable name of 1 to "
+                                      f"{MAX_NAME_CHARS} characters")
     if len({c.lower() for c in data}) != len(data):
-        raise refuse(name, "concepts", "a concept is listed twice")
+        raise refuse(name, field, "a concept is listed twice")
     return data
 
 
@@ -190,6 +190,13 @@ def check_hyperparameters(name: str, data, concepts: list[str]) -> dict:
         raise refuse(name, "hyperparameters.per_concept", "must hold one settings object per listed concept")
     if not isinstance(data.get("saliency", {}).get("sampling", {}), dict):
         raise refuse(name, "hyperparameters.saliency.sampling", "must be a JSON object")
+    if "keep" in data:
+        keep = data["keep"]
+        spared = keep.get("weights_spared") if isinstance(keep, dict) else None
+        if (not isinstance(keep, dict) or isinstance(spared, bool) or not isinstance(spared, int) or spared < 0
+                or not isinstance(keep.get("concepts"), list)):
+            raise refuse(name, "hyperparameters.keep", "must be an object with a 'concepts' list and 'weights_spared' >= 0")
+        check_concepts(name, keep["concepts"], field="hyperparameters.keep.concepts")
     return data
 
 

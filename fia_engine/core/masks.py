@@ -54,6 +54,11 @@ class ConceptMasks:
     def count(self, concept: str) -> int:
         return sum(int(idx.numel()) for idx in self.selected[concept].values())
 
+    def only(self, concepts: list[str]) -> ConceptMasks:
+        """The same masks restricted to `concepts` (shares the index tensors)."""
+        return ConceptMasks(self.architecture, self.layers, {c: self.selected[c] for c in concepts},
+                            {c: self.settings[c] for c in concepts}, self.fingerprint, self.recording)
+
 
 @dataclass
 class UnlearningMask:

@@ -54,26 +54,34 @@ def unlearning_mask(
     progress: Progress | None = None,
     streams: tuple[str, ...] | None = None,
     pairs: dict[str, list[PromptPair]] | None = None,
+    keep: list[str] = (),
 ) -> MethodResult:
-    """Records, selects and fuses; the patcher is never modified (apply the mask with apply_mask)."""
+    """Records, selects and fuses; the patcher is never modified (apply the mask with apply_mask).
+
+    `keep`: concepts to preserve, recorded and selected exactly as the forgotten ones (one run,
+    shared base prompts); no weight selected for them is pruned.
+    """
     settings = settings or MethodSettings()
     seed = preset.paper.seed if settings.seed is None else settings.seed
     record = compute_saliency(
-        patcher, encode, concepts, preset, num_pairs=settings.num_pairs, seed=seed, settings=settings.sampling,
-        form=settings.form, progress=progress, streams=streams, pairs=pairs,
+        patcher, encode, [*concepts, *keep], preset, num_pairs=settings.num_pairs, seed=seed,
+        settings=settings.sampling, form=settings.form, progress=progress, streams=streams, pairs=pairs,
     )
-    return masks_from(record, settings)
+    return masks_from(record, settings, keep=keep)
 
 
-def masks_from(record: SaliencyRecord, settings: MethodSettings) -> MethodResult:
-    """Selection and fusion on a finished recording (benchmarks compare several on one record)."""
+def masks_from(record: SaliencyRecord, settings: MethodSettings, keep: list[str] = ()) -> MethodResult:
+    """Selection and fusion on a finished recording (benchmarks compare several on one record);
+    the record's concepts in `keep` are preserved instead of forgotten."""
     task = paper.for_task(record.preset)
     r1 = task.r1 if settings.r1 is None else settings.r1
-    concept_masks = select_sensitive_neurons(
+    selected = select_sensitive_neurons(
         record, r1=r1, r2=settings.r2, r2_overrides=dict(settings.r2_overrides), method=settings.method,
         compatibility=settings.compatibility,
     )
-    mask = fuse_masks([concept_masks], alpha=settings.alpha or task.alpha, mode=settings.fusion,
-                      compatibility=settings.compatibility)
+    forget = [c for c in record.concepts if c not in keep]
+    concept_masks = selected.only(forget)
+    mask = fuse_masks([concept_masks], alpha=settings.alpha or 0.0, mode=settings.fusion,
+                      compatibility=settings.compatibility, keep=[selected.only(list(keep))] if keep else None)
     return MethodResult(record, concept_masks, mask)
 
