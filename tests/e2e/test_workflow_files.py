@@ -8,6 +8,7 @@ NODE_KEYS = {"id", "type", "pos", "size", "flags", "order", "mode", "inputs", "o
 EXPECTED = {
     "01_forget_artist_styles.json", "02_forget_objects_before_after.json", "03_remove_explicit_content.json",
     "04a_compute_and_save_mask.json", "04b_load_mask_after_lora.json", "05_fuse_objects_and_artists.json",
+    "06_forget_artists_keep_one.json",
 }
 
 

@@ -89,6 +89,17 @@ def test_artist_workflow_forgets_five_styles_with_the_paper_r2(runner):
     assert concepts == 5 and pruned > 0
 
 
+def test_keep_workflow_forgets_three_artists_and_spares_the_fourth(runner):
+    run = runner.run("06_forget_artists_keep_one.json")
+    _, fuse = only(run.prompt, "FIAFuseMasks")
+    assert fuse["inputs"]["alpha"] == 0 and source_class(run.prompt, fuse, "keep") == "FIASelectSensitiveNeurons"
+    kept_saliency = run.prompt[run.prompt[fuse["inputs"]["keep"][0]]["inputs"]["saliency"][0]]
+    assert kept_saliency["inputs"]["concepts"] == "Claude Monet" and kept_saliency["inputs"]["preset"] == "art"
+    [(concepts, pruned)] = fusions(run)
+    assert concepts == 3 and pruned > 0
+    assert re.search(r"spared for 1 kept concepts", run.log)
+
+
 def test_object_workflow_compares_base_and_unlearned_with_one_seed(runner):
     run = runner.run("02_forget_objects_before_after.json")
     samplers = list(nodes_of(run.prompt, "KSampler").values())
