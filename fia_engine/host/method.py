@@ -70,16 +70,18 @@ def unlearning_mask(
     return masks_from(record, settings, keep=keep)
 
 
-def masks_from(record: SaliencyRecord, settings: MethodSettings, keep: list[str] = ()) -> MethodResult:
-    """Selection and fusion on a finished recording (benchmarks compare several on one record);
-    the record's concepts in `keep` are preserved instead of forgotten."""
+def masks_from(
+    record: SaliencyRecord, settings: MethodSettings, keep: list[str] = (), forget: list[str] | None = None
+) -> MethodResult:
+    """Selection and fusion on a finished recording (benchmarks compare several on one record):
+    the record's concepts in `keep` are preserved, `forget` (default: all the others) forgotten."""
     task = paper.for_task(record.preset)
     r1 = task.r1 if settings.r1 is None else settings.r1
     selected = select_sensitive_neurons(
         record, r1=r1, r2=settings.r2, r2_overrides=dict(settings.r2_overrides), method=settings.method,
         compatibility=settings.compatibility,
     )
-    forget = [c for c in record.concepts if c not in keep]
+    forget = [c for c in record.concepts if c not in keep] if forget is None else list(forget)
     concept_masks = selected.only(forget)
     mask = fuse_masks([concept_masks], alpha=settings.alpha or 0.0, mode=settings.fusion,
                       compatibility=settings.compatibility, keep=[selected.only(list(keep))] if keep else None)
