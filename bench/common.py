@@ -16,11 +16,11 @@ OUT = REPO / "out" / "bench"
 
 
 def setup() -> None:
-    """Real ComfyUI on sys.path (CPU unless CUDA is there), the repo and tests/ importable."""
-    for path in (REPO, REPO / "tests"):
-        if str(path) not in sys.path:
-            sys.path.insert(0, str(path))
-    from toyworld.comfy_env import setup_comfy
+    """Real ComfyUI on sys.path (CPU unless CUDA is there) and the repo importable (a benchmark runs
+    as a script from bench/, so only its own folder is on the path)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from devkit.comfy_env import setup_comfy
 
     setup_comfy()
 

@@ -39,12 +39,11 @@ import comfy.model_management  # noqa: E402
 import comfy.sample  # noqa: E402
 import comfy.sd  # noqa: E402
 import comfy.supported_models  # noqa: E402
-import forward_weights  # noqa: E402
-import tiny  # noqa: E402
 import torch  # noqa: E402
-from comfy_env import comfyui_version  # noqa: E402
 
 import fia_engine as fia  # noqa: E402
+from devkit import forward_weights, tiny  # noqa: E402
+from devkit.comfy_env import comfyui_version  # noqa: E402
 
 PRUNED_SHARE = 0.014
 SAMPLING_STEPS = 20

@@ -26,10 +26,10 @@ common.setup()
 import comfy.model_management  # noqa: E402
 import comfy.patcher_extension  # noqa: E402
 import comfy.sample  # noqa: E402
-import tiny  # noqa: E402
 import torch  # noqa: E402
 
 import fia_engine as fia  # noqa: E402
+from devkit import tiny  # noqa: E402
 from fia_engine.core.memory import process_memory_bytes  # noqa: E402
 from fia_engine.core.record import RecordingProvenance, SaliencyRecord  # noqa: E402
 from fia_engine.core.statistics import Moments  # noqa: E402

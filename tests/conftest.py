@@ -7,7 +7,8 @@ import sys
 
 import pytest
 import torch
-from comfy_env import REPO, comfyui_path, comfyui_version, setup_comfyui
+
+from devkit.comfy_env import REPO, comfyui_path, comfyui_version, setup_comfyui
 
 setup_comfyui()
 # The tiny models' ops are too small to gain from threads; one thread avoids oversubscribing the
@@ -36,6 +37,11 @@ def load_pack():
 
 
 load_pack()
+# One engine per test run: ToyWorld and the benchmark helpers import `fia_engine` by its own name;
+# they get the modules the pack loaded, so classes such as SaliencyRecord are the same objects.
+for _name, _module in list(sys.modules.items()):
+    if _name == f"{PACK_NAME}.fia_engine" or _name.startswith(f"{PACK_NAME}.fia_engine."):
+        sys.modules.setdefault(_name.removeprefix(f"{PACK_NAME}."), _module)
 
 
 @pytest.fixture(scope="session")
@@ -50,20 +56,20 @@ def engine(pack):
 
 @pytest.fixture(scope="session")
 def tiny_clip():
-    import tiny
+    from devkit import tiny
 
     return tiny.tiny_clip()
 
 
 @pytest.fixture()
 def tiny_model():
-    import tiny
+    from devkit import tiny
 
     return tiny.tiny_sd15_patcher()
 
 
 @pytest.fixture(scope="session")
 def encode(tiny_clip):
-    import tiny
+    from devkit import tiny
 
     return tiny.clip_encoder(tiny_clip)

@@ -11,9 +11,10 @@ import json
 from dataclasses import dataclass
 
 import torch
-from comfy_env import REPO
 from safetensors import safe_open
 from safetensors.torch import load_file
+
+from devkit.comfy_env import REPO
 
 REFERENCE = REPO.parent / "shared" / "reference"
 RUNS = {"objects3": "objects", "explicit1": "explicit"}
@@ -26,7 +27,7 @@ def available() -> bool:
 
 def unet_config() -> dict:
     """ComfyUI's SD1.5 UNet config with the fixture's widths (diffusers block_out_channels 32, 64, 128, 128)."""
-    import tiny
+    from devkit import tiny
 
     widths = json.loads((REFERENCE / "unet_config.json").read_text())["block_out_channels"]
     return dict(tiny.SD15_FULL_UNET, model_channels=widths[0])

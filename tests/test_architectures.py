@@ -7,10 +7,10 @@ from types import SimpleNamespace
 import comfy.patcher_extension
 import comfy.sample
 import pytest
-import tiny
-import tiny_archs
 import torch
 from chain import apply_node, fuse_node, loaded_state, saliency_node, select_node
+
+from devkit import tiny, tiny_archs
 
 FAMILIES = list(tiny_archs.TINY)
 

@@ -5,12 +5,12 @@ refuses such a LoRA on the mask's layers, names the fix, and accepts one on othe
 from __future__ import annotations
 
 import comfy.sd
-import forward_weights
 import pytest
-import tiny
 import torch
-from comfy_env import comfyui_version
 from e2e.make_checkpoint import build_lora
+
+from devkit import forward_weights, tiny
+from devkit.comfy_env import comfyui_version
 
 pytestmark = pytest.mark.skipif(not hasattr(comfy.sd, "load_bypass_lora_for_models"),
                                 reason=f"ComfyUI {comfyui_version()} has no bypass-mode LoRA")

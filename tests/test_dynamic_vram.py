@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import comfy.lora
 import comfy.model_management
-import forward_weights
 import pytest
-import tiny
 import torch
-from comfy_env import comfyui_version
+
+from devkit import forward_weights, tiny
+from devkit.comfy_env import comfyui_version
 
 PREFETCH = hasattr(comfy.lora, "prefetch_prepared_value")
 needs_prefetch = pytest.mark.skipif(

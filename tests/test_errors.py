@@ -2,8 +2,9 @@
 
 import comfy.patcher_extension
 import pytest
-import tiny
 from chain import apply_node, fuse_node, saliency_node, select_node
+
+from devkit import tiny
 
 
 @pytest.fixture()

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tiny
 import torch
 from safetensors.torch import load_file, save_file
+
+from devkit import tiny
 
 MEMORY_LIMIT = 64 << 20  # peak RSS growth allowed while loading one forged file (files are <= 13 MB)
 

@@ -10,7 +10,7 @@ from chain import fuse_node, saliency_node, select_node
 @pytest.fixture(scope="module")
 def selections(pack, tiny_clip):
     """cat, dog and bird forgotten, horse kept: one saliency run, so they share base prompts."""
-    import tiny
+    from devkit import tiny
 
     record = saliency_node(pack, tiny.tiny_sd15_patcher(seed=0), tiny_clip, concepts="cat\ndog\nbird\nhorse")
     return select_node(pack, record, r2=0.1)

@@ -5,10 +5,11 @@ import json
 
 import folder_paths
 import pytest
-import tiny
 import torch
 from chain import apply_node, fuse_node, saliency_node, select_node
 from safetensors.torch import save_file
+
+from devkit import tiny
 
 
 @pytest.fixture(scope="module")

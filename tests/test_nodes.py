@@ -7,9 +7,10 @@ import comfy.model_management
 import comfy.sample
 import comfy.sd
 import pytest
-import tiny
 import torch
 from chain import apply_node, fuse_node, loaded_state, saliency_node, select_node
+
+from devkit import tiny
 
 NODE_IDS = {
     "FIAComputeConceptSaliency", "FIASelectSensitiveNeurons", "FIAFuseMasks", "FIAApplyUnlearningMask",

@@ -13,9 +13,10 @@ import time
 import comfy.model_management
 import comfy.utils
 import pytest
-import tiny
 import torch
 from chain import apply_node, fuse_node, loaded_state, saliency_node, select_node
+
+from devkit import tiny
 
 SMALL = dict(concepts="cat\ndog", prompt_pairs=2, prompts_per_batch=2, recorded_steps=2, steps=10, width=32,
              height=32)

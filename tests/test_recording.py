@@ -2,8 +2,9 @@
 
 import comfy.patcher_extension
 import pytest
-import tiny
 import torch
+
+from devkit import tiny
 
 SETTINGS = dict(steps=20, recorded_steps=3, width=64, height=64)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from toyworld.comfy_env import setup_comfy
+from devkit.comfy_env import setup_comfy
 
 setup_comfy(os.environ.get("COMFYUI_PATH") or Path(__file__).parents[1] / ".comfyui/ComfyUI")
 
@@ -324,3 +325,11 @@ def test_evaluation_docs_state_what_the_committed_reports_hold():
     text = doc_tables.DOC.read_text()
     assert doc_tables.render(text, doc_tables.tables()) == text
     assert "<!-- table:efficacy-3 -->\n| 3 concepts" in text
+
+
+def test_the_engine_is_loaded_once_per_test_run(pack):
+    """ToyWorld imports `fia_engine` by name and gets the pack's modules, not a second copy."""
+    from toyworld import forgetting
+
+    assert sys.modules["fia_engine"] is pack.fia_engine
+    assert forgetting.SaliencyRecord is pack.fia_engine.SaliencyRecord

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from toyworld.comfy_env import setup_comfy
+from devkit.comfy_env import setup_comfy
 
 setup_comfy(os.environ.get("COMFYUI_PATH") or Path(__file__).parents[1] / ".comfyui/ComfyUI")
 

@@ -4,6 +4,6 @@ ToyWorld runs on ComfyUI and on the engine, which imports ComfyUI: importing the
 ComfyUI on sys.path first (CPU unless CUDA is there; a running ComfyUI's settings are left alone).
 """
 
-from .comfy_env import setup_comfy
+from devkit.comfy_env import setup_comfy
 
 setup_comfy()

@@ -14,7 +14,7 @@ import argparse
 
 import torch
 
-from .comfy_env import setup_comfy
+from devkit.comfy_env import setup_comfy
 
 setup_comfy(pytorch_attention=True)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .comfy_env import setup_comfy
+from devkit.comfy_env import setup_comfy
 
 setup_comfy()
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .comfy_env import setup_comfy
+from devkit.comfy_env import setup_comfy
 
 setup_comfy(pytorch_attention=True)
 

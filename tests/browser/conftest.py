@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from comfy_env import REPO, comfyui_path
 from e2e.conftest import CACHE_DIR
 from e2e.make_checkpoint import ensure_models
 from e2e.server import ComfyServer, start_server
+
+from devkit.comfy_env import REPO, comfyui_path
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Flags that keep Chromium from reaching for the network it does not have here (see the provisioning notes).

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from comfy_env import REPO, comfyui_path
+
+from devkit.comfy_env import REPO, comfyui_path
 
 from .make_checkpoint import ensure_models
 from .runner import WorkflowRunner

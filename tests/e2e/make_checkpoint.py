@@ -107,7 +107,7 @@ def ensure_models(cache_dir: Path) -> tuple[Path, Path]:
 
 
 if __name__ == "__main__":
-    from comfy_env import REPO, setup_comfyui
+    from devkit.comfy_env import REPO, setup_comfyui
 
     setup_comfyui()
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / ".cache" / "e2e"

@@ -16,7 +16,8 @@ from .workflow_api import with_defaults
 SOCKETS = {
     "FIAComputeConceptSaliency": ({"model": "MODEL", "clip": "CLIP"}, ["FIA_SALIENCY"]),
     "FIASelectSensitiveNeurons": ({"saliency": "FIA_SALIENCY"}, ["FIA_CONCEPT_MASKS"]),
-    "FIAFuseMasks": ({f"concept_masks{s}": "FIA_CONCEPT_MASKS" for s in ("", "_2", "_3", "_4")}, ["FIA_MASK"]),
+    "FIAFuseMasks": ({f"{n}{s}": "FIA_CONCEPT_MASKS" for n, s in (("concept_masks", ""), ("concept_masks", "_2"),
+                      ("concept_masks", "_3"), ("concept_masks", "_4"), ("keep", ""))}, ["FIA_MASK"]),
     "FIAApplyUnlearningMask": ({"model": "MODEL", "mask": "FIA_MASK"}, ["MODEL"]),
     "FIASaveMask": ({"mask": "FIA_MASK"}, ["STRING"]),
     "FIALoadMask": ({}, ["FIA_MASK"]),

@@ -48,3 +48,9 @@ def setup_comfy(path: str | os.PathLike[str] | None = None, pytorch_attention: b
         args.cpu = True
     if pytorch_attention:
         args.use_pytorch_cross_attention = True
+
+
+def setup_comfyui() -> Path:
+    """The tests' setup: ComfyUI on sys.path, always on CPU; returns the ComfyUI in use."""
+    setup_comfy(force_cpu=True)
+    return comfyui_path()

@@ -7,7 +7,8 @@ import hashlib
 from dataclasses import dataclass
 
 import torch
-from tiny import fill_seeded
+
+from devkit.tiny import fill_seeded
 
 CONTEXT = 64  # width of the tiny text embeddings
 POOLED = 32  # width of the tiny pooled text embedding
