@@ -12,9 +12,8 @@ Two mechanisms, both on a clone, never touching the input model:
 
 from __future__ import annotations
 
-import functools
-
 import torch
+from comfy.weight_adapter.base import WeightAdapterBase
 
 from ..core.architectures import architecture_of, fingerprint
 from ..core.errors import FIAInputError
@@ -34,30 +33,25 @@ def prune(weight: torch.Tensor, indices: torch.Tensor, strength: float) -> torch
     return flat.view(weight.shape)
 
 
-@functools.cache
-def prune_mask_adapter_class() -> type:
+class PruneMaskAdapter(WeightAdapterBase):
     """A ComfyUI weight adapter whose patch prunes the weights listed in its index tensor.
 
-    Built on first use, so importing the engine does not need ComfyUI on sys.path yet; an
-    adapter that is not a WeightAdapterBase would not be dispatched by calculate_weight.
+    A WeightAdapterBase, so calculate_weight dispatches it like a LoRA's; ComfyUI 0.21+ rebuilds
+    it as type(v)(v.loaded_keys, weights), which this constructor accepts.
     """
-    from comfy.weight_adapter.base import WeightAdapterBase
 
-    class PruneMaskAdapter(WeightAdapterBase):
-        name = "fia_prune_mask"
+    name = "fia_prune_mask"
 
-        def __init__(self, loaded_keys: set[str], weights: tuple[torch.Tensor]):
-            self.loaded_keys = loaded_keys
-            self.weights = weights
+    def __init__(self, loaded_keys: set[str], weights: tuple[torch.Tensor]):
+        self.loaded_keys = loaded_keys
+        self.weights = weights
 
-        def calculate_shape(self, key):
-            return None
+    def calculate_shape(self, key):
+        return None
 
-        def calculate_weight(self, weight, key, strength, strength_model, offset, function,
-                             intermediate_dtype=torch.float32, original_weight=None):
-            return prune(weight, self.weights[0], float(strength))
-
-    return PruneMaskAdapter
+    def calculate_weight(self, weight, key, strength, strength_model, offset, function,
+                         intermediate_dtype=torch.float32, original_weight=None):
+        return prune(weight, self.weights[0], float(strength))
 
 
 def _masking_function(indices: torch.Tensor, strength: float):
@@ -124,8 +118,7 @@ def apply_mask(patcher, mask: UnlearningMask, strength: float = 1.0, *, mode: st
     if strength == 0.0:
         return model
     if mode == "patch":
-        adapter = prune_mask_adapter_class()
-        patches = {key: adapter({key}, (indices,)) for key, indices in mask.pruned.items() if indices.numel()}
+        patches = {key: PruneMaskAdapter({key}, (indices,)) for key, indices in mask.pruned.items() if indices.numel()}
         added = model.add_patches(patches, strength_patch=strength)
         if len(added) != len(patches):
             raise FIAInputError("mask: some of its layer keys are not weights of this model.")
