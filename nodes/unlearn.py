@@ -19,6 +19,7 @@ from ..fia_engine import (
     unlearning_mask,
 )
 from ..fia_engine.core.checks import check_concept_names, empty_mask_warning, empty_selection_warning
+from ..fia_engine.core.fusion import check_forgotten_not_kept
 from ..fia_engine.core.selection import check_ratio
 from ..fia_engine.host.patching import check_strength
 from .saliency import clip_encoder, comfy_progress
@@ -96,9 +97,7 @@ class FIAUnlearn(io.ComfyNode):
         concept_list = parse_concepts(concepts)
         keep_list = parse_lines(keep)
         check_concept_names(concept_list + keep_list)
-        both = {c.lower() for c in concept_list} & {c.lower() for c in keep_list}
-        if both:
-            raise FIAInputError(f"keep: {', '.join(sorted(both))} is both forgotten and kept. Remove it from one list.")
+        check_forgotten_not_kept(concept_list, keep_list)  # before the saliency run
         if preset not in ONE_NODE_PRESETS:
             raise FIAInputError(f"preset: FIA Unlearn takes {', '.join(ONE_NODE_PRESETS)}. For your own prompt "
                                 "templates use FIA Compute Concept Saliency (preset custom) and the nodes after it.")

@@ -66,19 +66,32 @@ def merge_concept_masks(inputs: list[ConceptMasks], what: str = "concept_masks")
     first = inputs[0]
     merged = ConceptMasks(first.architecture, list(first.layers), {}, {}, first.fingerprint, first.recording)
     for number, masks in enumerate(inputs, start=1):
-        what = f"{what.split(' input')[0]} input {number}"
-        check_layers_match(what, masks.architecture, masks.layers, first.architecture, first.layers, "first input")
-        if {layer.key for layer in masks.layers} != {layer.key for layer in first.layers}:
-            raise FIAInputError(f"{what}: covers other layers than the first input; compute both on one model.")
-        warn_if_other_weights(what, masks.fingerprint, first.fingerprint)
+        label = f"{what} input {number}"
+        check_same_layers(label, masks, first, "the first input")
         for concept in masks.concepts:
             if concept.lower() in {c.lower() for c in merged.selected}:
                 raise FIAInputError(
-                    f"{what}: concept '{concept}' is already in another input. Remove it from one of the runs."
+                    f"{label}: concept '{concept}' is already in another input. Remove it from one of the runs."
                 )
             merged.selected[concept] = masks.selected[concept]
             merged.settings[concept] = masks.settings[concept]
     return merged
+
+
+def check_same_layers(what: str, masks: ConceptMasks, target: ConceptMasks, target_name: str) -> None:
+    """Masks fused together must cover the same layers of one model (a warning if other weights)."""
+    check_layers_match(what, masks.architecture, masks.layers, target.architecture, target.layers, target_name)
+    if {layer.key for layer in masks.layers} != {layer.key for layer in target.layers}:
+        raise FIAInputError(f"{what}: covers other layers than {target_name}; compute both on one model.")
+    warn_if_other_weights(what, masks.fingerprint, target.fingerprint)
+
+
+def check_forgotten_not_kept(forget: list[str], keep: list[str]) -> None:
+    both = {c.lower() for c in forget} & {c.lower() for c in keep}
+    if both:
+        raise FIAInputError(
+            f"keep: {', '.join(sorted(both))} is both forgotten and kept. Remove it from one of the two lists."
+        )
 
 
 def fuse_masks(
@@ -146,13 +159,6 @@ def _merge_keep(keep: list[ConceptMasks], forget: ConceptMasks) -> ConceptMasks 
     if not keep:
         return None
     kept = merge_concept_masks(keep, what="keep")
-    check_layers_match("keep", kept.architecture, kept.layers, forget.architecture, forget.layers, "concept_masks")
-    if {layer.key for layer in kept.layers} != {layer.key for layer in forget.layers}:
-        raise FIAInputError("keep: covers other layers than concept_masks; compute both on one model.")
-    warn_if_other_weights("keep", kept.fingerprint, forget.fingerprint)
-    both = {c.lower() for c in kept.concepts} & {c.lower() for c in forget.concepts}
-    if both:
-        raise FIAInputError(
-            f"keep: {', '.join(sorted(both))} is both forgotten and kept. Remove it from one of the two lists."
-        )
+    check_same_layers("keep", kept, forget, "concept_masks")
+    check_forgotten_not_kept(forget.concepts, kept.concepts)
     return kept
