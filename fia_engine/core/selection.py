@@ -263,7 +263,7 @@ def select_sensitive_neurons(
     steps = record.recorded_steps
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     selected: dict[str, dict[str, torch.Tensor]] = {}
-    settings: dict[str, dict] = {}
+    settings: dict[str, SelectionSettings] = {}
     for concept in record.concepts:
         ratio = r2_for(concept, record.preset, r2, overrides)
         base = record.base_moments[record.concept_base[concept]]
