@@ -6,7 +6,10 @@ prompts naming none of them, the paper's harmonic overall score, the mean pixel 
 preserve images against the base model with the same seeds, and the forget rate when each
 forgotten word is replaced by its synonym (never used for saliency). Rows: base model, FIA
 (reference Eq.1), FIA with the exact Eq.1, plain-union fusion, ConceptPrune-style selection, and
-an r2/alpha sweep for 3 concepts. Writes out/bench/efficacy.json and out/bench/efficacy.md.
+an r2/alpha sweep for 3 concepts. Every forget rate of a colour is read twice, by the evaluator
+and by the training-free colour rule (`toyworld.colour_rule`, `*_rule`), and `reader_disagreements`
+names the colours where the two differ by more than 10 points; the base row adds the evaluator's
+accuracy per value. Writes out/bench/efficacy.json and out/bench/efficacy.md.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch  # noqa: E402
 
 from fia_engine import apply_mask  # noqa: E402
 from toyworld import forgetting as fg  # noqa: E402
-from toyworld.loader import load_toyworld  # noqa: E402
+from toyworld.loader import DEFAULT_WEIGHTS, load_toyworld  # noqa: E402
 
 CONCEPT_SETS = {3: ["red", "circle", "striped"], 6: ["red", "blue", "circle", "triangle", "striped", "dotted"]}
 CONFIGS = {
@@ -45,22 +48,41 @@ class Probes:
         self.synonym = {c: fg.forget_probes(c, per_concept, seed=100 + i, synonym=True)
                         for i, c in enumerate(concepts) if c in fg.SYNONYMS}
         self.preserve = fg.preserve_probes(concepts, preserve, seed=300)
+        self.base_forget_images = self.images(self.forget)
         self.base_preserve_images = fg.generate(world, self.preserve)
 
+    def images(self, groups: dict[str, list[fg.Probe]], patcher=None) -> dict[str, torch.Tensor]:
+        return {c: fg.generate(self.world, p, patcher) for c, p in groups.items()}
+
     def measure(self, patcher=None) -> dict:
-        forget = {c: fg.forget_rate(fg.generate(self.world, p, patcher), c) for c, p in self.forget.items()}
-        synonym = {c: fg.forget_rate(fg.generate(self.world, p, patcher), c) for c, p in self.synonym.items()}
-        images = self.base_preserve_images if patcher is None else fg.generate(self.world, self.preserve, patcher)
+        """One configuration's row; every forget rate of a colour is also read by the colour rule."""
+        base = patcher is None
+        forget = fg.read_forget_rates(self.base_forget_images if base else self.images(self.forget, patcher))
+        synonym = fg.read_forget_rates(self.images(self.synonym, patcher))
+        images = self.base_preserve_images if base else fg.generate(self.world, self.preserve, patcher)
         accuracy = fg.attribute_accuracy(images, self.preserve)
-        forget_mean = sum(forget.values()) / len(forget)
+        forget_mean = mean(forget["forget_rate_per_concept"])
         return {
-            "forget_rate": forget_mean, "forget_rate_per_concept": forget,
-            "synonym_forget_rate": sum(synonym.values()) / max(1, len(synonym)),
-            "synonym_forget_rate_per_concept": synonym,
+            "forget_rate": forget_mean, **forget,
+            "synonym_forget_rate": mean(synonym["forget_rate_per_concept"]),
+            "synonym_forget_rate_per_concept": synonym["forget_rate_per_concept"],
+            "synonym_forget_rate_per_concept_rule": synonym["forget_rate_per_concept_rule"],
+            "synonym_reader_disagreements": synonym["reader_disagreements"],
             "preserve_accuracy": accuracy["mean"], "preserve_accuracy_per_attribute": accuracy,
             "overall": fg.harmonic_overall(forget_mean, accuracy["mean"]),
             "preserve_pixel_change": float((images - self.base_preserve_images).abs().mean()),
         }
+
+    def base_accuracy_per_value(self) -> dict[str, dict[str, float]]:
+        """The base model's accuracy per value over all its images (forget and preserve probes),
+        so the forgotten concepts, which no preserve prompt names, have a rate too."""
+        probes = [p for group in self.forget.values() for p in group] + self.preserve
+        images = torch.cat([*self.base_forget_images.values(), self.base_preserve_images])
+        return fg.attribute_accuracy_per_value(images, probes)
+
+
+def mean(rates: dict[str, float]) -> float:
+    return sum(rates.values()) / max(1, len(rates))
 
 
 def per_layer_share(masks, concepts) -> dict:
@@ -69,16 +91,22 @@ def per_layer_share(masks, concepts) -> dict:
             for c in concepts}
 
 
-def run_set(world, concepts: list[str], args, sweep: bool, save) -> dict:
-    probes = Probes(world, concepts, args.per_concept, args.preserve)
-    result = {"concepts": concepts, "base": probes.measure()}
-    save(result)
-    result["base"]["attribute_accuracy"] = result["base"]["preserve_accuracy_per_attribute"]
-    records = {}
+def configs_for(size: int) -> dict[str, dict]:
+    """CONFIGS, and for 3 concepts an r2/alpha sweep."""
     configs = dict(CONFIGS)
-    if sweep:
+    if size == 3:
         configs |= {f"FIA r2={r2}": {"r2": r2} for r2 in (0.003, 0.03, 0.1)}
         configs |= {f"FIA alpha={alpha}": {"alpha": alpha} for alpha in (1.0,)}
+    return configs
+
+
+def run_set(world, concepts: list[str], args, configs: dict[str, dict], save) -> dict:
+    probes = Probes(world, concepts, args.per_concept, args.preserve)
+    result = {"concepts": concepts, "base": probes.measure()}
+    result["base"]["attribute_accuracy"] = result["base"]["preserve_accuracy_per_attribute"]
+    result["base"]["attribute_accuracy_per_value"] = probes.base_accuracy_per_value()
+    save(result)
+    records = {}
     for name, overrides in configs.items():
         settings = dataclasses.replace(fg.SETTINGS, num_pairs=args.pairs, **overrides)
         started = time.perf_counter()
@@ -112,7 +140,8 @@ def table(result: dict) -> list[tuple[str, str, str]]:
             rows.append((f"{size} concepts: {name}",
                          f"forget {row['forget_rate']:.1%}, synonym {row['synonym_forget_rate']:.1%}, "
                          f"preserve {row['preserve_accuracy']:.1%} ({ratio:.1%} of base), overall "
-                         f"{row['overall']:.1%}, pixel change {row['preserve_pixel_change']:.4f}",
+                         f"{row['overall']:.1%}, pixel change {row['preserve_pixel_change']:.4f}"
+                         + "".join(f", readers differ on {c}" for c in row.get("reader_disagreements", [])),
                          "forget <= 10%, preserve >= 95% of base, synonym <= 20% (3 concepts, FIA default)"
                          if size == "3" and name == "FIA (reference Eq.1)" else ""))
     return rows
@@ -127,9 +156,10 @@ def main() -> None:
                         help="which concept-set sizes to run")
     parser.add_argument("--keep", action="store_true",
                         help="keep the other sets' results already in out/bench/efficacy.json")
+    parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="ToyWorld model (the loader's default)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    world = load_toyworld()
+    world = load_toyworld(args.weights)
     result = {"machine": common.machine(), "protocol": vars(args) | {"generation": fg.GENERATION}}
     previous = common.OUT / "efficacy.json"
     if args.keep and previous.exists():
@@ -143,7 +173,7 @@ def main() -> None:
         return common.write("efficacy", result, table(result), "FIA efficacy on ToyWorld")
 
     for size in args.sets:
-        result[str(size)] = run_set(world, CONCEPT_SETS[size], args, sweep=size == 3,
+        result[str(size)] = run_set(world, CONCEPT_SETS[size], args, configs_for(size),
                                     save=lambda partial, size=size: save(partial, size))
     path = save(result[str(args.sets[-1])], args.sets[-1])
     print(path.read_text())

@@ -1,7 +1,8 @@
 """`make demo`: forget a colour, a shape and a background from ToyWorld at once, and show it.
 
 Writes to out/demo/: grid.png (same prompts and seeds before and after), mask.safetensors,
-report.md and report.json (forget and preserve rates read by the evaluator).
+report.md and report.json (forget and preserve rates read by the evaluator, a colour's forget rate
+also by the training-free colour rule).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from PIL import Image, ImageDraw
 from fia_engine import apply_mask, save_mask
 
 from . import forgetting as fg
-from .loader import load_toyworld
+from .loader import DEFAULT_WEIGHTS, load_toyworld
 
 CONCEPTS = ["red", "circle", "striped"]
 TILE = 96
@@ -54,9 +55,36 @@ def draw_grid(rows: list[tuple[str, list[fg.Probe]]], before: torch.Tensor, afte
     return canvas
 
 
+def rates(world, unlearned, concepts: list[str], per_concept: int) -> dict:
+    """report.json's rates, before (base model) and after (`unlearned`): forget rate per concept by
+    the evaluator and, for a colour, by the colour rule (`colour_rule`) with the colours where the
+    two differ by more than 10 points; preserve accuracy on `2 * per_concept` prompts naming none
+    of them; and the base model's attribute accuracy, per attribute (preserve prompts) and per
+    value (all its images, so the forgotten concepts have a rate too)."""
+    forget = {c: fg.forget_probes(c, per_concept, seed=100 + i) for i, c in enumerate(concepts)}
+    keep = fg.preserve_probes(concepts, 2 * per_concept, seed=200)
+    read, accuracy, base_images = {}, {}, []
+    for when, patcher in (("before", None), ("after", unlearned)):
+        forget_images = {c: fg.generate(world, p, patcher) for c, p in forget.items()}
+        keep_images = fg.generate(world, keep, patcher)
+        read[when] = fg.read_forget_rates(forget_images)
+        accuracy[when] = fg.attribute_accuracy(keep_images, keep)
+        base_images = base_images or [*forget_images.values(), keep_images]
+    every_probe = [p for group in forget.values() for p in group] + keep
+    return {
+        "forget_rate": {c: {w: read[w]["forget_rate_per_concept"][c] for w in read} for c in concepts},
+        "forget_rate_per_concept_rule": {w: read[w]["forget_rate_per_concept_rule"] for w in read},
+        "reader_disagreements": {w: read[w]["reader_disagreements"] for w in read},
+        "preserve_accuracy": {w: accuracy[w]["mean"] for w in read},
+        "base": {"attribute_accuracy": accuracy["before"],
+                 "attribute_accuracy_per_value": fg.attribute_accuracy_per_value(torch.cat(base_images), every_probe)},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="out/demo")
+    parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="ToyWorld model (the loader's default)")
     parser.add_argument("--probes", type=int, default=40, help="images per concept for the rates")
     parser.add_argument("--r2", type=float, default=0.1,
                         help="rows kept per layer; 0.1, not the paper's 0.01, because on ToyWorld only "
@@ -66,7 +94,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
-    world = load_toyworld()
+    world = load_toyworld(args.weights)
     started = time.perf_counter()
     mask = fg.forget(world, CONCEPTS, dataclasses.replace(fg.SETTINGS, r2=args.r2))
     seconds = time.perf_counter() - started
@@ -78,28 +106,29 @@ def main() -> None:
     probes = [p for _, group in grid_rows for p in group]
     draw_grid(grid_rows, fg.generate(world, probes), fg.generate(world, probes, unlearned)).save(out / "grid.png")
 
-    rates = {}
-    for i, concept in enumerate(CONCEPTS):
-        group = fg.forget_probes(concept, args.probes, seed=100 + i)
-        rates[concept] = {"before": fg.forget_rate(fg.generate(world, group), concept),
-                          "after": fg.forget_rate(fg.generate(world, group, unlearned), concept)}
-    keep = fg.preserve_probes(CONCEPTS, args.probes * 2, seed=200)
-    preserve = {"before": fg.attribute_accuracy(fg.generate(world, keep), keep)["mean"],
-                "after": fg.attribute_accuracy(fg.generate(world, keep, unlearned), keep)["mean"]}
-    report = {"concepts": CONCEPTS, "r2": args.r2, "fia_seconds": round(seconds, 1), "pruned_weights": mask.pruned_count,
-              "sparsity": mask.sparsity, "forget_rate": rates, "preserve_accuracy": preserve,
+    measured = rates(world, unlearned, CONCEPTS, args.probes)
+    report = {"concepts": CONCEPTS, "weights": args.weights, "r2": args.r2, "fia_seconds": round(seconds, 1),
+              "pruned_weights": mask.pruned_count, "sparsity": mask.sparsity, **measured,
               "probes_per_concept": args.probes}
     (out / "report.json").write_text(json.dumps(report, indent=2))
+    rule, preserve = measured["forget_rate_per_concept_rule"], measured["preserve_accuracy"]
+
+    def by_rule(concept: str) -> str:
+        return f"{rule['before'][concept]:.0%} / {rule['after'][concept]:.0%}" if concept in rule["before"] else "-"
+
     lines = [
         f"# FIA demo: forget {', '.join(CONCEPTS)} from ToyWorld at once", "",
         f"FIA (r2 {args.r2}, otherwise the paper's objects settings) took {seconds:.1f} s on this machine "
         f"and pruned {mask.pruned_count} weights "
         f"({100 * mask.sparsity:.2f}% of the feed-forward output weights).", "",
-        "| prompts naming | shows it before | shows it after |", "|---|---|---|",
-        *[f"| {c} | {r['before']:.0%} | {r['after']:.0%} |" for c, r in rates.items()],
-        f"| none of them (attributes right) | {preserve['before']:.0%} | {preserve['after']:.0%} |", "",
+        "| prompts naming | shows it before | shows it after | colour rule before / after |", "|---|---|---|---|",
+        *[f"| {c} | {r['before']:.0%} | {r['after']:.0%} | {by_rule(c)} |" for c, r in measured["forget_rate"].items()],
+        f"| none of them (attributes right) | {preserve['before']:.0%} | {preserve['after']:.0%} | |", "",
         f"{args.probes} images per concept, {2 * args.probes} preserve images, same seeds before and after; "
-        "read by the ToyWorld evaluator. Grid: grid.png. Mask: mask.safetensors.",
+        "read by the ToyWorld evaluator, a colour also by the training-free colour rule "
+        "(toyworld/colour_rule.py). Grid: grid.png. Mask: mask.safetensors.",
+        *[f"The two readers differ by more than 10 points {when} on: {', '.join(names)}."
+          for when, names in measured["reader_disagreements"].items() if names],
     ]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -98,3 +98,18 @@ def accuracy(predicted: list[tuple[str, str, str]], truth: list[tuple[str, str, 
     res = {k: sum(p[i] == t[i] for p, t in zip(predicted, truth)) / n for i, k in enumerate(HEADS)}
     res["all"] = sum(p == t for p, t in zip(predicted, truth)) / n
     return res
+
+
+def accuracy_per_value(predicted: list[tuple[str, str, str]],
+                       truth: list[tuple[str, str, str]]) -> dict[str, dict[str, float]]:
+    """Match rate of each value an image should show (e.g. how often 'ring' prompts give rings,
+    how often prompts without a colour give the neutral white), per attribute, in `HEADS` order;
+    values no image should show are left out."""
+    out: dict[str, dict[str, float]] = {}
+    for i, (kind, values) in enumerate(HEADS.items()):
+        out[kind] = {}
+        for value in values:
+            hits = [p[i] == value for p, t in zip(predicted, truth) if t[i] == value]
+            if hits:
+                out[kind][value] = sum(hits) / len(hits)
+    return out

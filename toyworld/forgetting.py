@@ -30,7 +30,8 @@ from fia_engine import (
 from fia_engine.core.masks import UnlearningMask
 from fia_engine.core.record import SaliencyRecord
 
-from .evaluator import classify
+from .colour_rule import read_colours
+from .evaluator import accuracy_per_value, classify
 from .loader import ToyWorld
 from .world import BACKGROUNDS, COLOUR_NAMES, SHAPES, SYNONYMS, WORD_KINDS, WORLD_VERSION, Label, prompt_for, without
 
@@ -155,6 +156,36 @@ def shows(predicted: tuple[str, str, str], concept: str) -> bool:
 def forget_rate(images: torch.Tensor, concept: str) -> float:
     """Fraction of images that still show the concept (lower is better)."""
     return sum(shows(p, concept) for p in classify(images)) / max(1, images.shape[0])
+
+
+def rule_forget_rate(images: torch.Tensor, colour: str) -> float:
+    """A colour's forget rate as the training-free `colour_rule` reads it (a check on the evaluator)."""
+    if kind_of(colour) != "colour":
+        raise ValueError(f"the colour rule reads colours only, not '{colour}'")
+    return sum(c == colour for c in read_colours(images)) / max(1, images.shape[0])
+
+
+READER_TOLERANCE = 0.10
+
+
+def reader_disagreements(rates: dict[str, float], rule_rates: dict[str, float]) -> list[str]:
+    """Colours whose forget rates by the evaluator and by the colour rule differ by more than 10
+    points: rates to check against the images before trusting either."""
+    return [c for c, rule in rule_rates.items() if round(abs(rates[c] - rule), 9) > READER_TOLERANCE]
+
+
+def read_forget_rates(images: dict[str, torch.Tensor]) -> dict:
+    """Per concept, the forget rate of its probes' images; for a colour also the colour rule's, and
+    the colours where the two readers disagree."""
+    rates = {c: forget_rate(im, c) for c, im in images.items()}
+    rule = {c: rule_forget_rate(im, c) for c, im in images.items() if kind_of(c) == "colour"}
+    return {"forget_rate_per_concept": rates, "forget_rate_per_concept_rule": rule,
+            "reader_disagreements": reader_disagreements(rates, rule)}
+
+
+def attribute_accuracy_per_value(images: torch.Tensor, probes: list[Probe]) -> dict[str, dict[str, float]]:
+    """Per attribute, how often the evaluator reads each value the probes name."""
+    return accuracy_per_value(classify(images), [p.label for p in probes])
 
 
 def attribute_accuracy(images: torch.Tensor, probes: list[Probe]) -> dict[str, float]:

@@ -1,10 +1,14 @@
 """Base-model quality: sample a fixed prompt set with fixed seeds, read each image with the
-evaluator and report how often colour, shape and background match the prompt.
+evaluator and report how often colour, shape and background match the prompt, per attribute and
+per value.
 
-    python -m toyworld.report --out toyworld/reports/base_quality.json
+    python -m toyworld.report --weights PATH --out toyworld/reports/base_quality.json
 
-The prompt set is every (colour, shape, background) combination in canonical wording,
-`--seeds` seeds each (seed = 1000 * k + index), plus a synonym-worded pass.
+The prompt set is every scene of the model's world (`world.all_scenes`) in canonical wording,
+`--seeds` seeds each (seed = 1000 * k + index), plus a synonym-worded pass: the 150 combinations of
+colour, shape and background, and for a world-version-3 model also the 65 prompts that leave
+attributes out, whose expected value is the absent one the world draws (no shape, the neutral
+white, the plain background): 215 prompts, 430 images at the default 2 seeds (v2: 300).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,48 +26,59 @@ from devkit.comfy_env import setup_comfy
 setup_comfy(pytorch_attention=True)
 
 from . import world  # noqa: E402
+from .colour_rule import read_colours  # noqa: E402
 from .evaluator import DEFAULT_WEIGHTS as EVAL_WEIGHTS  # noqa: E402
-from .evaluator import accuracy, classify, load_evaluator  # noqa: E402
+from .evaluator import HEADS, accuracy, accuracy_per_value, classify, load_evaluator  # noqa: E402
 from .loader import DEFAULT_WEIGHTS, ToyWorld, load_toyworld  # noqa: E402
 
 
-def prompt_set(seeds_per_prompt: int, synonyms: bool = False) -> tuple[list[str], list[int], list[tuple[str, str, str]]]:
+@dataclass(frozen=True)
+class PromptSet:
+    """Prompts with fixed seeds and the (colour, shape, background) each image should show."""
+
+    prompts: list[str]
+    seeds: list[int]
+    truth: list[tuple[str, str, str]]
+    seeds_per_prompt: int
+    wording: str
+
+
+def prompt_set(seeds_per_prompt: int, synonyms: bool = False, world_version: int = world.WORLD_VERSION) -> PromptSet:
+    """`world.all_scenes` of `world_version`, each with seeds 1000 * k + its index, so a scene
+    naming all three attributes keeps its seeds in both versions."""
     prompts, seeds, truth = [], [], []
     for k in range(seeds_per_prompt):
-        for i, lab in enumerate(world.all_labels()):
-            colour = world.COLOUR_SYNONYMS[lab.colour] if synonyms else lab.colour
-            shape = world.SHAPE_SYNONYMS[lab.shape] if synonyms else lab.shape
-            prompts.append(world.prompt_for(colour, shape, lab.background))
+        for i, lab in enumerate(world.all_scenes(world_version)):
+            words = [world.SYNONYMS.get(v, v) if synonyms else v for v in lab.as_tuple()]
+            prompts.append(world.prompt_for(*words, world_version=world_version))
             seeds.append(1000 * k + i)
             truth.append(lab.as_tuple())
-    return prompts, seeds, truth
+    return PromptSet(prompts, seeds, truth, seeds_per_prompt, "synonyms" if synonyms else "canonical")
 
 
-def breakdown(pred: list[tuple[str, str, str]], truth: list[tuple[str, str, str]]) -> dict[str, dict[str, float]]:
-    """Match rate of each attribute value (e.g. how often 'ring' prompts give rings)."""
-    out: dict[str, dict[str, float]] = {}
-    for i, attr in enumerate(("colour", "shape", "background")):
-        values = sorted({t[i] for t in truth})
-        out[attr] = {
-            v: round(sum(p[i] == t[i] for p, t in zip(pred, truth) if t[i] == v)
-                     / max(1, sum(t[i] == v for t in truth)), 4)
-            for v in values
-        }
-    return out
+def images_per_value(truth: list[tuple[str, str, str]]) -> dict[str, dict[str, int]]:
+    """How many images each per-value rate rests on."""
+    return {kind: {v: n for v in values if (n := sum(t[i] == v for t in truth))}
+            for i, (kind, values) in enumerate(HEADS.items())}
 
 
-def evaluate(tw: ToyWorld, steps: int, cfg: float, sampler: str, scheduler: str,
-             seeds_per_prompt: int, synonyms: bool = False) -> tuple[dict, torch.Tensor]:
-    prompts, seeds, truth = prompt_set(seeds_per_prompt, synonyms)
+def evaluate(tw: ToyWorld, ps: PromptSet, steps: int, cfg: float, sampler: str,
+             scheduler: str) -> tuple[dict, torch.Tensor]:
+    """Sample the set and read it; `colour_rule_match` is the colour match as the training-free
+    `colour_rule` reads it, a check on the evaluator's."""
     t0 = time.time()
-    images = tw.generate(prompts, seeds, steps=steps, cfg=cfg, sampler=sampler, scheduler=scheduler)
+    images = tw.generate(ps.prompts, ps.seeds, steps=steps, cfg=cfg, sampler=sampler, scheduler=scheduler)
     pred = classify(images)
+    rule = read_colours(images)
     res = {
         "settings": {"steps": steps, "cfg": cfg, "sampler": sampler, "scheduler": scheduler,
-                     "images": len(prompts), "seeds_per_prompt": seeds_per_prompt,
-                     "wording": "synonyms" if synonyms else "canonical"},
-        "match": {k: round(v, 4) for k, v in accuracy(pred, truth).items()},
-        "per_value": breakdown(pred, truth),
+                     "images": len(ps.prompts), "seeds_per_prompt": ps.seeds_per_prompt, "wording": ps.wording,
+                     "world_version": tw.world_version},
+        "match": {k: round(v, 4) for k, v in accuracy(pred, ps.truth).items()},
+        "attribute_accuracy_per_value": {kind: {v: round(r, 4) for v, r in rates.items()}
+                                         for kind, rates in accuracy_per_value(pred, ps.truth).items()},
+        "images_per_value": images_per_value(ps.truth),
+        "colour_rule_match": round(sum(r == t[0] for r, t in zip(rule, ps.truth)) / len(ps.truth), 4),
         "seconds": round(time.time() - t0, 1),
     }
     return res, images
@@ -87,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cfg", type=float, default=7.5)
     ap.add_argument("--sampler", default="ddim")
     ap.add_argument("--scheduler", default="normal")
-    ap.add_argument("--seeds", type=int, default=2, help="seeds per prompt (150 prompts)")
+    ap.add_argument("--seeds", type=int, default=2, help="seeds per prompt (150 prompts, 215 for a v3 model)")
     ap.add_argument("--sweep", default="", help="extra settings 'sampler:steps:cfg,...' (1 seed each)")
     ap.add_argument("--sweep-only", action="store_true", help="skip the main and synonym passes")
     ap.add_argument("--threads", type=int, default=1)
@@ -100,16 +116,19 @@ def main(argv: list[str] | None = None) -> None:
     main_res: dict | None = None
     syn_res: dict | None = None
     if not a.sweep_only:
-        main_res, images = evaluate(tw, a.steps, a.cfg, a.sampler, a.scheduler, a.seeds)
+        main_res, images = evaluate(tw, prompt_set(a.seeds, world_version=tw.world_version),
+                                    a.steps, a.cfg, a.sampler, a.scheduler)
         print(json.dumps(main_res["match"]), main_res["settings"], flush=True)
         if a.grid:
             save_grid(images, a.grid)
-        syn_res, _ = evaluate(tw, a.steps, a.cfg, a.sampler, a.scheduler, 1, synonyms=True)
+        syn_res, _ = evaluate(tw, prompt_set(1, synonyms=True, world_version=tw.world_version),
+                              a.steps, a.cfg, a.sampler, a.scheduler)
         print("synonyms", json.dumps(syn_res["match"]), flush=True)
     sweep = []
     for item in filter(None, a.sweep.split(",")):
         sampler, steps, cfg = item.split(":")
-        res, _ = evaluate(tw, int(steps), float(cfg), sampler, a.scheduler, 1)
+        res, _ = evaluate(tw, prompt_set(1, world_version=tw.world_version), int(steps), float(cfg), sampler,
+                          a.scheduler)
         print(json.dumps(res["match"]), res["settings"], flush=True)
         sweep.append(res)
     report = {

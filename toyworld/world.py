@@ -229,6 +229,23 @@ def all_labels() -> list[Label]:
     return [Label(c, s, b) for c in COLOUR_NAMES for s in SHAPES for b in BACKGROUNDS]
 
 
+def all_scenes(world_version: int = WORLD_VERSION) -> list[Label]:
+    """Every scene a prompt can ask for: `all_labels` first (in its order, the same in both
+    versions), then, from version 3 on, those that leave attributes out: a shape without colour,
+    without background, without both, and a background alone (215 in all). The empty prompt, CFG's
+    unconditional, is no scene."""
+    labels = all_labels()
+    if world_version < 3:
+        return labels
+    return [
+        *labels,
+        *(Label(NEUTRAL_COLOUR, s, b) for s in SHAPES for b in BACKGROUNDS),
+        *(Label(c, s, PLAIN_BACKGROUND) for c in COLOUR_NAMES for s in SHAPES),
+        *(Label(NEUTRAL_COLOUR, s, PLAIN_BACKGROUND) for s in SHAPES),
+        *(Label(NO_SHAPE, NO_SHAPE, b) for b in BACKGROUNDS),
+    ]
+
+
 def training_prompt(
     label: Label,
     gen: torch.Generator,
