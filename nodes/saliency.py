@@ -7,6 +7,7 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..fia_engine import PRESET_NAMES, SamplingSettings, compute_saliency, paper, parse_concepts, resolve_preset
+from ..fia_engine.core.architectures import LAYER_KINDS
 from ..fia_engine.core.checks import check_concept_names, check_finite
 from ..fia_engine.core.prompts import NOISE_PROTOCOLS
 from ..fia_engine.host.recording import SCHEDULES
@@ -32,6 +33,14 @@ def comfy_progress():
         bar.update_absolute(done, total)
 
     return progress
+
+
+LAYERS_INPUT = io.Combo.Input(
+    "layers", options=list(LAYER_KINDS), default="ff2", optional=True,
+    tooltip="Which Linear layers to analyse and prune: ff2, the feed-forward output (the paper's choice), or "
+            "for the paper's ablation ff1 (feed-forward input), cross-attn kv (cross-attention key and value, "
+            "whose input is the text) or self-attn kv. The key/value kinds exist in SD1.x/SD2.x/SDXL only.",
+)
 
 
 class FIAComputeConceptSaliency(io.ComfyNode):
@@ -108,6 +117,7 @@ class FIAComputeConceptSaliency(io.ComfyNode):
                                        "code, so the base prompts' spread measures only the prompts. per-pair: "
                                        "pair k starts from seed + k (the noise then enters Eq.2's std and far "
                                        "fewer weights are selected)."),
+                LAYERS_INPUT,
             ],
             outputs=[Saliency.Output(display_name="saliency",
                                      tooltip="Per concept, step and layer statistics for Select Sensitive Neurons.")],
@@ -116,7 +126,7 @@ class FIAComputeConceptSaliency(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip, concepts, preset, concept_template, base_template, placeholders, prompt_pairs,
                 seed, steps, recorded_steps, cfg, sampler_name, scheduler, width, height, prompts_per_batch,
-                streams, saliency_form, schedule="reference", noise="shared") -> io.NodeOutput:
+                streams, saliency_form, schedule="reference", noise="shared", layers="ff2") -> io.NodeOutput:
         concept_list = parse_concepts(concepts)
         check_concept_names(concept_list)
         check_finite("cfg", cfg)
@@ -124,5 +134,6 @@ class FIAComputeConceptSaliency(io.ComfyNode):
         settings = SamplingSettings(steps, recorded_steps, cfg, sampler_name, scheduler, width, height, prompts_per_batch,
                                     schedule=schedule, noise=noise)
         record = compute_saliency(model, clip_encoder(clip), concept_list, chosen, num_pairs=prompt_pairs, seed=seed,
-                                  settings=settings, form=saliency_form, progress=comfy_progress(), streams=(streams,))
+                                  settings=settings, form=saliency_form, progress=comfy_progress(), streams=(streams,),
+                                  layer_kind=layers)
         return io.NodeOutput(record)

@@ -22,7 +22,7 @@ from ..fia_engine.core.checks import check_concept_names, empty_mask_warning, em
 from ..fia_engine.core.fusion import check_forgotten_not_kept
 from ..fia_engine.core.selection import check_ratio
 from ..fia_engine.host.patching import check_strength
-from .saliency import clip_encoder, comfy_progress
+from .saliency import LAYERS_INPUT, clip_encoder, comfy_progress
 from .types import CATEGORY, Mask
 
 # What this node does not expose, at the paper's values: the reference code's 50-step PNDM calls for
@@ -82,6 +82,7 @@ class FIAUnlearn(io.ComfyNode):
                                 tooltip="Concepts to keep, one per line, same preset: measured and selected like the "
                                         "concepts to forget, and none of their weights is pruned. Costs one more "
                                         "prompt set per concept."),
+                LAYERS_INPUT,
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The model with the concepts' weights pruned."),
@@ -93,7 +94,7 @@ class FIAUnlearn(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, clip, concepts, preset, prompt_pairs, seed, recorded_steps, r2, alpha,
-                strength, keep="") -> io.NodeOutput:
+                strength, keep="", layers="ff2") -> io.NodeOutput:
         concept_list = parse_concepts(concepts)
         keep_list = parse_lines(keep)
         check_concept_names(concept_list + keep_list)
@@ -106,7 +107,8 @@ class FIAUnlearn(io.ComfyNode):
         check_strength(strength)
         chosen = resolve_preset(preset)
         sampling = dataclasses.replace(PAPER_SAMPLING, recorded_steps=recorded_steps)
-        settings = MethodSettings(r2=r2, alpha=alpha, num_pairs=prompt_pairs, seed=seed, sampling=sampling)
+        settings = MethodSettings(r2=r2, alpha=alpha, num_pairs=prompt_pairs, seed=seed, sampling=sampling,
+                                  layer_kind=layers)
         result = unlearning_mask(model, clip_encoder(clip), concept_list, chosen, settings=settings,
                                  progress=comfy_progress(), keep=keep_list)
         masks, mask = result.concept_masks, result.mask

@@ -192,7 +192,7 @@ CASES = {
                                r"layers\[0\].module_path: 'input_blocks.1.1.proj_out' is not a feed-forward layer"),
     "a key that is not the path": (with_layer(key="diffusion_model.out.2.weight"), r"layers\[0\].key: must be"),
     "a path with odd characters": (with_layer(module_path="../../etc/passwd"), r"layers\[0\].module_path: .* is not a module path"),
-    "an extra layer field": (with_layer(extra=1), r"layers\[0\]: must be an object with exactly the fields"),
+    "an extra layer field": (with_layer(extra=1), r"layers\[0\]: must be an object with the fields key, module_path, neuron_start, neuron_stop, shape, stream \(and optionally kind\)"),
     "a wrong stream": (with_layer(stream="img"), r"layers\[0\].stream: 'img', but that layer is in the 'unet' stream"),
     "neuron columns not the layer's": (with_layer(neuron_start=3), r"layers\[0\].neuron_start/neuron_stop: that layer's"),
     "fractional neuron column": (with_layer(neuron_start=0.0), r"layers\[0\].neuron_start/neuron_stop"),

@@ -12,6 +12,11 @@ Families (full-size layer counts checked on the meta device in tests):
                       `single_blocks.{i}.linear2`, whose input is concat(attention, MLP):
                       only the MLP columns are neurons                                76 (dev)
 Only SD1.x is validated by the paper; the others are extensions checked for mechanics.
+
+The paper's ablation masks other Linear layers the same way (`LAYER_KINDS`): ff1 (the FF input
+projection), and the key/value projections of cross-attention (their input is the text) and of
+self-attention. Each is a variant of the family's spec (`spec.with_layers(kind)`) whose neurons are
+again the layer's input columns; a family without separate key/value weights refuses those kinds.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -39,6 +44,7 @@ class FFLayer:
     neuron_start: int = 0
     neuron_stop: int = -1
     stream: str = "unet"
+    kind: str = "ff2"
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -50,10 +56,12 @@ class FFLayer:
         return slice(self.neuron_start, stop)
 
     def as_dict(self) -> dict:
-        return {
+        """The file's layer entry; `kind` only where it is not the paper's ff2, so ff2 files stay as they were."""
+        data = {
             "key": self.key, "module_path": self.module_path, "shape": list(self.shape),
             "neuron_start": self.neuron_start, "neuron_stop": self.neuron_stop, "stream": self.stream,
         }
+        return data if self.kind == "ff2" else data | {"kind": self.kind}
 
     @classmethod
     def from_dict(cls, data: dict) -> FFLayer:
@@ -61,7 +69,11 @@ class FFLayer:
         return cls(
             data["key"], data["module_path"], int(out_features), int(in_features),
             int(data.get("neuron_start", 0)), int(data.get("neuron_stop", -1)), data.get("stream", "unet"),
+            data.get("kind", "ff2"),
         )
+
+
+VARIANT_FIELDS = ("is_ff_output", "neuron_range", "stream_of", "default_streams", "all_streams", "max_layers", "notes")
 
 
 @dataclass(frozen=True)
@@ -73,7 +85,8 @@ class ArchitectureSpec:
     is the guidance scale used while recording when the user leaves cfg at 0 (automatic).
     `unsupported` (non-empty) refuses a family whose layout is recognised but not handled yet.
     `max_layers` is the most FF layers a model of the family has (all streams, largest variant):
-    a mask file claiming more is refused unread.
+    a mask file claiming more is refused unread. `layer_kinds` holds, per ablation kind other than
+    ff2, the fields that differ (a string instead says why the family lacks that kind).
     """
 
     family: str
@@ -88,11 +101,35 @@ class ArchitectureSpec:
     unsupported: str = ""
     notes: dict[str, str] = field(default_factory=dict)
     max_layers: int = 128
+    layers: str = "ff2"
+    layer_kinds: dict[str, dict | str] = field(default_factory=dict)
+
+    def with_layers(self, kind: str = "ff2") -> ArchitectureSpec:
+        """The spec that finds, records and checks layers of `kind` instead of ff2."""
+        if kind == self.layers:
+            return self
+        if kind not in LAYER_KINDS:
+            raise FIAInputError(f"layers: '{kind}' is unknown; use one of {', '.join(LAYER_KINDS)}.")
+        if self.layers != "ff2":
+            return replace(self, layers="ff2", **self.layer_kinds["ff2"]).with_layers(kind)
+        variant = self.layer_kinds.get(kind, f"the layout has no {kind} layers FIA knows")
+        if isinstance(variant, str):
+            offered = ", ".join(["ff2", *(k for k, v in self.layer_kinds.items() if k != "ff2" and isinstance(v, dict))])
+            raise FIAInputError(f"layers: {self.family} models cannot use '{kind}' ({variant}); use {offered}.")
+        ff2 = {name: getattr(self, name) for name in VARIANT_FIELDS}
+        return replace(self, layers=kind, layer_kinds=self.layer_kinds | {"ff2": ff2}, **variant)
 
 
 def _is_unet_ff_output(path: str, module: torch.nn.Module) -> bool:
     """`ff.net.2` of a BasicTransformerBlock: the Linear after GEGLU (SD1.x/SD2.x/SDXL)."""
     return path.endswith(".ff.net.2") and isinstance(module, torch.nn.Linear)
+
+
+def _linear_ending(*suffixes: str) -> Callable[[str, torch.nn.Module], bool]:
+    """A Linear whose path ends with one of `suffixes` inside a transformer block."""
+    return lambda path, module: (
+        isinstance(module, torch.nn.Linear) and ".transformer_blocks." in path and path.endswith(suffixes)
+    )
 
 
 def _linear_at(pattern: str) -> Callable[[str, torch.nn.Module], bool]:
@@ -128,21 +165,60 @@ FLUX_NOTE = (
     "tokens together); neurons = GELU outputs, in linear2 only the MLP columns after the attention output"
 )
 
+LAYER_NAMES = {
+    "ff2": "feed-forward layer", "ff1": "feed-forward input layer (ff1)",
+    "cross-attn kv": "cross-attention key/value layer", "self-attn kv": "self-attention key/value layer",
+}
+LAYER_KINDS = tuple(LAYER_NAMES)
+"""The paper's ablation: FF output (its choice), FF input, cross-attention k/v, self-attention k/v."""
+
+
+def _unet_kinds(ff_layers: int) -> dict[str, dict]:
+    """SD1.x/SD2.x/SDXL: every transformer block has all four, k and v as two layers each."""
+    def kind(suffixes: tuple[str, ...], note: str, per_block: int) -> dict:
+        return {"is_ff_output": _linear_ending(*suffixes), "notes": {"layers": note},
+                "max_layers": per_block * ff_layers}
+
+    return {
+        "ff1": kind((".ff.net.0.proj",), "ff.net.0.proj (GEGLU's input projection); neurons = its input features", 1),
+        "cross-attn kv": kind((".attn2.to_k", ".attn2.to_v"), "attn2.to_k and attn2.to_v; neurons = text features", 2),
+        "self-attn kv": kind((".attn1.to_k", ".attn1.to_v"), "attn1.to_k and attn1.to_v; neurons = image features", 2),
+    }
+
+
+JOINT_ATTENTION = "joint attention computes query, key and value in one fused qkv Linear"
+
 ARCHITECTURES: list[ArchitectureSpec] = [
-    ArchitectureSpec("SD1.x", ("SD15",), _is_unet_ff_output, 512, notes={"layers": UNET_NOTE}, max_layers=16),
-    ArchitectureSpec("SD2.x", ("SD20",), _is_unet_ff_output, 768, notes={"layers": UNET_NOTE}, max_layers=16),
+    ArchitectureSpec("SD1.x", ("SD15",), _is_unet_ff_output, 512, notes={"layers": UNET_NOTE}, max_layers=16,
+                     layer_kinds=_unet_kinds(16)),
+    ArchitectureSpec("SD2.x", ("SD20",), _is_unet_ff_output, 768, notes={"layers": UNET_NOTE}, max_layers=16,
+                     layer_kinds=_unet_kinds(16)),
     ArchitectureSpec(
-        "SDXL", ("SDXL", "SDXLRefiner"), _is_unet_ff_output, 1024, notes={"layers": UNET_NOTE}, max_layers=70
+        "SDXL", ("SDXL", "SDXLRefiner"), _is_unet_ff_output, 1024, notes={"layers": UNET_NOTE}, max_layers=70,
+        layer_kinds=_unet_kinds(70),
     ),
     ArchitectureSpec(
         "SD3", ("SD3",), _linear_at(r"joint_blocks\.\d+\.(x_block|context_block)\.mlp\.fc2"), 1024,
         stream_of=_mmdit_stream, default_streams=("img",), all_streams=("img", "txt"), recording_cfg=4.5,
         notes={"layers": MMDIT_NOTE}, max_layers=75,  # SD3.5 large
+        layer_kinds={
+            "ff1": {"is_ff_output": _linear_at(r"joint_blocks\.\d+\.(x_block|context_block)\.mlp\.fc1"),
+                    "notes": {"layers": "joint_blocks.{i}.{x,context}_block.mlp.fc1; neurons = its input features"}},
+            "cross-attn kv": JOINT_ATTENTION, "self-attn kv": JOINT_ATTENTION,
+        },
     ),
     ArchitectureSpec(
         "Flux", ("Flux",), _linear_at(r"double_blocks\.\d+\.(img|txt)_mlp\.2|single_blocks\.\d+\.linear2"), 1024,
         neuron_range=_flux_neuron_range, stream_of=_flux_stream, default_streams=("img", "single"),
         all_streams=("img", "txt", "single"), recording_cfg=1.0, notes={"layers": FLUX_NOTE}, max_layers=76,
+        layer_kinds={
+            # single blocks' linear1 feeds attention and MLP at once: only the double blocks' MLPs qualify
+            "ff1": {"is_ff_output": _linear_at(r"double_blocks\.\d+\.(img|txt)_mlp\.0"),
+                    "neuron_range": lambda path, module: (0, -1), "default_streams": ("img",),
+                    "all_streams": ("img", "txt"), "max_layers": 38,
+                    "notes": {"layers": "double_blocks.{i}.{img,txt}_mlp.0; neurons = its input features"}},
+            "cross-attn kv": JOINT_ATTENTION, "self-attn kv": JOINT_ATTENTION,
+        },
     ),
     # Flux.2 subclasses Flux's config: without its own entry it would be taken for Flux.1.
     ArchitectureSpec(
@@ -159,7 +235,8 @@ def register_architecture(spec: ArchitectureSpec) -> None:
 
 def generic_spec(family: str) -> ArchitectureSpec:
     """A model family without its own entry: a UNet whose FF layers are `ff.net.2`."""
-    return ArchitectureSpec(family, (family,), _is_unet_ff_output, notes={"layers": UNET_NOTE + " (generic)"})
+    return ArchitectureSpec(family, (family,), _is_unet_ff_output, notes={"layers": UNET_NOTE + " (generic)"},
+                            layer_kinds=_unet_kinds(128))
 
 
 def spec_of_family(family: str) -> ArchitectureSpec:
@@ -190,9 +267,9 @@ def discover_ff_layers(
             continue
         start, stop = spec.neuron_range(path, module)
         out_features, in_features = module.weight.shape
-        layers.append(
-            FFLayer(f"{DIFFUSION_PREFIX}{path}.weight", path, out_features, in_features, start, stop, stream)
-        )
+        layers.append(FFLayer(
+            f"{DIFFUSION_PREFIX}{path}.weight", path, out_features, in_features, start, stop, stream, spec.layers
+        ))
     return layers
 
 
@@ -236,5 +313,6 @@ def block_label(layer: FFLayer) -> str:
     head = ".".join(parts[:2])
     depth = next((parts[i + 1] for i, p in enumerate(parts) if p == "transformer_blocks"), "")
     if depth:
-        return f"{head} tb{depth}"
+        projection = {"to_k": " k", "to_v": " v"}.get(parts[-1], "")
+        return f"{head} tb{depth}{projection}"
     return f"{head} {layer.stream}" if layer.stream in ("img", "txt") else head

@@ -80,6 +80,10 @@ def merge_concept_masks(inputs: list[ConceptMasks], what: str = "concept_masks")
 
 def check_same_layers(what: str, masks: ConceptMasks, target: ConceptMasks, target_name: str) -> None:
     """Masks fused together must cover the same layers of one model (a warning if other weights)."""
+    kind, target_kind = masks.layers[0].kind, target.layers[0].kind
+    if kind != target_kind:
+        raise FIAInputError(f"{what}: its layers are {kind}, those of {target_name} {target_kind}; compute both "
+                            "with the same `layers` setting.")
     check_layers_match(what, masks.architecture, masks.layers, target.architecture, target.layers, target_name)
     if {layer.key for layer in masks.layers} != {layer.key for layer in target.layers}:
         raise FIAInputError(f"{what}: covers other layers than {target_name}; compute both on one model.")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .architectures import DIFFUSION_PREFIX, FFLayer, spec_of_family
+from .architectures import DIFFUSION_PREFIX, LAYER_KINDS, LAYER_NAMES, FFLayer, spec_of_family
 from .errors import FIAInputError
 
 FORMAT = "fia-unlearning-mask"
@@ -33,6 +33,7 @@ MAX_DEPTH = 6
 MAX_DIM = 1 << 16
 MAX_LAYER_WEIGHTS = torch.iinfo(torch.int32).max  # the largest real layer (Flux linear2) has 47M
 LAYER_FIELDS = {"key", "module_path", "shape", "neuron_start", "neuron_stop", "stream"}
+OPTIONAL_LAYER_FIELDS = {"kind"}  # absent = ff2 (files written before the layer ablation)
 _PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z0-9_]{1,64}){0,15}")
 _FAMILY = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
 _FINGERPRINT = re.compile(r"[0-9a-f]{0,64}")
@@ -118,14 +119,15 @@ def _text(name: str, field: str, metadata: dict[str, str], pattern: re.Pattern, 
 
 def _layer(name: str, number: int, data, spec) -> FFLayer:
     field = f"layers[{number}]"
-    if not isinstance(data, dict) or set(data) != LAYER_FIELDS:
-        raise refuse(name, field, f"must be an object with exactly the fields {', '.join(sorted(LAYER_FIELDS))}")
+    if not isinstance(data, dict) or not LAYER_FIELDS <= set(data) <= LAYER_FIELDS | OPTIONAL_LAYER_FIELDS:
+        raise refuse(name, field, f"must be an object with the fields {', '.join(sorted(LAYER_FIELDS))} "
+                                  f"(and optionally {', '.join(sorted(OPTIONAL_LAYER_FIELDS))})")
     path = data["module_path"]
     if not isinstance(path, str) or not _PATH.fullmatch(path):
         raise refuse(name, f"{field}.module_path", f"{str(path)[:60]!r} is not a module path")
     probe = torch.nn.Linear(1, 1, device="meta")
     if not spec.is_ff_output(path, probe):
-        raise refuse(name, f"{field}.module_path", f"'{path}' is not a feed-forward layer of {spec.family} models")
+        raise refuse(name, f"{field}.module_path", f"'{path}' is not a {LAYER_NAMES[spec.layers]} of {spec.family} models")
     if data["key"] != f"{DIFFUSION_PREFIX}{path}.weight":
         raise refuse(name, f"{field}.key", f"must be '{DIFFUSION_PREFIX}{path}.weight'")
     shape = data["shape"]
@@ -141,7 +143,7 @@ def _layer(name: str, number: int, data, spec) -> FFLayer:
     claimed = (data["neuron_start"], data["neuron_stop"])
     if claimed != (start, stop) or any(type(value) is not int for value in claimed):
         raise refuse(name, f"{field}.neuron_start/neuron_stop", f"that layer's neurons are columns {start}..{stop}")
-    return FFLayer(data["key"], path, rows, columns, start, stop, stream)
+    return FFLayer(data["key"], path, rows, columns, start, stop, stream, spec.layers)
 
 
 def check_layers(name: str, architecture: str, data) -> list[FFLayer]:
@@ -154,8 +156,19 @@ def check_layers(name: str, architecture: str, data) -> list[FFLayer]:
     if not data:
         raise refuse(name, "layers", "the mask lists no layers, so it would change nothing",
                      "Compute the mask again on a model and save it with FIA Save Mask")
+    kind = data[0].get("kind", "ff2") if isinstance(data[0], dict) else "ff2"
+    if not isinstance(kind, str) or kind not in LAYER_KINDS:
+        raise refuse(name, "layers[0].kind", f"{str(kind)[:40]!r} is not one of {', '.join(LAYER_KINDS)}")
+    if any(isinstance(item, dict) and item.get("kind", "ff2") != kind for item in data):
+        raise refuse(name, "layers", "its layers are of more than one kind; a mask covers one kind")
+    try:
+        spec = spec.with_layers(kind)
+    except FIAInputError as error:
+        raise refuse(name, "layers[0].kind", str(error).removeprefix("layers: ").rstrip(".")) from None
     if len(data) > spec.max_layers:
-        raise refuse(name, "layers", f"{len(data):,} layers, but {architecture} models have at most {spec.max_layers}")
+        which = "" if kind == "ff2" else f" {kind}"
+        raise refuse(name, "layers", f"{len(data):,}{which} layers, but {architecture} models have at most "
+                                     f"{spec.max_layers}")
     layers = [_layer(name, number, item, spec) for number, item in enumerate(data)]
     if len({layer.key for layer in layers}) != len(layers):
         raise refuse(name, "layers", "a layer is listed twice")

@@ -7,6 +7,7 @@ import torch
 
 from ..core.architectures import (
     DIFFUSION_PREFIX,
+    LAYER_NAMES,
     ArchitectureSpec,
     FFLayer,
     architecture_of,
@@ -16,18 +17,21 @@ from ..core.architectures import (
 from ..core.errors import FIAInputError
 
 
-def layers_of_patcher(patcher, streams: tuple[str, ...] | None = None) -> tuple[ArchitectureSpec, list[FFLayer]]:
-    """Architecture and FF layers of a ComfyUI ModelPatcher; refuses models without any."""
+def layers_of_patcher(
+    patcher, streams: tuple[str, ...] | None = None, kind: str = "ff2"
+) -> tuple[ArchitectureSpec, list[FFLayer]]:
+    """Architecture and layers of `kind` (FF output by default) of a ComfyUI ModelPatcher; refuses models without any."""
     spec = architecture_of(patcher.model.model_config)
     if spec.unsupported:
         raise FIAInputError(
             f"model: {spec.family} models are not supported yet ({spec.unsupported}). FIA supports "
             f"{', '.join(supported_families())}."
         )
+    spec = spec.with_layers(kind)
     layers = discover_ff_layers(patcher.model.diffusion_model, spec, streams)
     if not layers:
         raise FIAInputError(
-            f"model: this {spec.family} model has no supported feed-forward layers "
+            f"model: this {spec.family} model has no supported {LAYER_NAMES[spec.layers]}s "
             f"(looked for: {spec.notes.get('layers', 'ff output layers')}). FIA supports "
             f"{', '.join(supported_families())}; connect one of those."
         )

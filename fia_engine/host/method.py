@@ -32,6 +32,7 @@ class MethodSettings:
     method: str = "fia"  # or "conceptprune", for comparison
     fusion: str = "concept-agnostic"  # or "union"
     compatibility: str = "fixed"  # or "reference": the reference code's masks bit for bit
+    layer_kind: str = "ff2"  # the paper's choice; ff1, cross-attn kv, self-attn kv for its ablation
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
 
 
@@ -66,6 +67,7 @@ def unlearning_mask(
     record = compute_saliency(
         patcher, encode, [*concepts, *keep], preset, num_pairs=settings.num_pairs, seed=seed,
         settings=settings.sampling, form=settings.form, progress=progress, streams=streams, pairs=pairs,
+        layer_kind=settings.layer_kind,
     )
     return masks_from(record, settings, keep=keep)
 

@@ -109,7 +109,9 @@ def apply_mask(patcher, mask: UnlearningMask, strength: float = 1.0, *, mode: st
         raise FIAInputError(f"mode: '{mode}' is unknown; use one of {', '.join(MODES)}.")
     family = architecture_of(patcher.model.model_config).family
     check_layers_match("mask", mask.architecture, [], family, [])  # the family first: clearest message
-    spec, layers = layers_of_patcher(patcher, streams=tuple(sorted({layer.stream for layer in mask.layers})))
+    spec, layers = layers_of_patcher(
+        patcher, streams=tuple(sorted({layer.stream for layer in mask.layers})), kind=mask.layers[0].kind
+    )
     check_layers_match("mask", mask.architecture, mask.layers, spec.family, layers)
     warn_if_other_weights("mask", mask.fingerprint, fingerprint(original_weights(patcher, mask.layers)))
     if strength > 0.0:

@@ -68,18 +68,21 @@ def compute_saliency(
     progress: Progress | None = None,
     streams: tuple[str, ...] | None = None,
     pairs: dict[str, list[prompt_lib.PromptPair]] | None = None,
+    layer_kind: str = "ff2",
 ) -> SaliencyRecord:
     """Records Eq.2's statistics for every concept; base prompts shared by concepts run once.
 
     `encode(text)` returns ComfyUI conditioning for one prompt (CLIPTextEncode's output).
     `pairs` replaces the preset's prompt pairs with your own (concept -> pairs).
+    `layer_kind` picks the layer kind of the paper's ablation (architectures.LAYER_KINDS): the same
+    statistics are recorded on those Linear layers' inputs.
     The input patcher is never modified: recording runs on a clone.
     """
     settings = settings or SamplingSettings()
     validate_sampling(settings, form)
     if not concepts:
         raise FIAInputError("concepts: the list is empty. Write the concepts to forget, one per line.")
-    spec, layers = layers_of_patcher(patcher, streams)
+    spec, layers = layers_of_patcher(patcher, streams, layer_kind)
     if settings.schedule == "reference" and spec.family not in REFERENCE_SCHEDULE_FAMILIES:
         settings = replace(settings, schedule="sampler")  # the reference only ever sampled SD1.x
     if settings.cfg == 0:  # 0 = automatic, like width/height: the family's recording cfg (Flux: 1 = cond only)
