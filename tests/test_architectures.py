@@ -15,13 +15,7 @@ from devkit import tiny, tiny_archs
 FAMILIES = list(tiny_archs.TINY)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """On a shared 2-core machine, one intra-op thread runs these tiny models ~8x faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", params=FAMILIES)

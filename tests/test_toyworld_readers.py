@@ -103,21 +103,11 @@ def test_base_quality_prompt_set_covers_left_out_attributes() -> None:
 
 
 @pytest.fixture(scope="module")
-def v3_model(tmp_path_factory):
-    """The committed v3 model, else the committed v3 training checkpoint (EMA weights) made
-    loadable: its keys without 'ema.' and the metadata the loader builds the model from."""
-    from safetensors.torch import load_file
-
-    from toyworld import model, text, train
+def v3_model():
+    """The committed v3 model."""
     from toyworld.loader import V3_WEIGHTS, load_toyworld
 
-    if V3_WEIGHTS.exists():
-        return load_toyworld(V3_WEIGHTS)
-    checkpoint = REPO / "toyworld" / "training" / "toyworld_v3_checkpoint.safetensors"
-    ema = {k.removeprefix("ema."): v for k, v in load_file(str(checkpoint)).items()}
-    path = tmp_path_factory.mktemp("v3") / "toyworld_v3.safetensors"
-    train.save_weights(path, ema, train.model_metadata(3, model.UNET_CONFIG_V3, text.ToyTextEncoder(pieces=2)))
-    return load_toyworld(path)
+    return load_toyworld(V3_WEIGHTS)
 
 
 def test_base_quality_reports_every_value_of_a_v3_model(v3_model) -> None:

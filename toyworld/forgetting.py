@@ -12,8 +12,11 @@ striped background"), whose image showed a random value of the attribute.
 
 from __future__ import annotations
 
+import json
 import random
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -201,3 +204,11 @@ def harmonic_overall(forget: float, preserve: float) -> float:
     """The paper's Table 2 overall score: harmonic mean of (1 - forget rate) and preserve accuracy."""
     keep = 1.0 - forget
     return 0.0 if keep + preserve == 0 else 2 * keep * preserve / (keep + preserve)
+
+
+def write_report(out: Path, report: dict, started: float) -> None:
+    """A measurement's JSON with its wall time, to `out` (folders made)."""
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -57,10 +56,7 @@ def main() -> None:
     report = {"model": world.world_version, "probes": args.probes, "settings": dataclasses.asdict(fg.SETTINGS),
               "generation": fg.GENERATION,
               "pairs": {f"{f} / keep {k}": measure(world, f, k, args.probes, args.r2) for f, k in PAIRS}}
-    report["seconds"] = round(time.perf_counter() - start, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    fg.write_report(args.out, report, start)
 
 
 if __name__ == "__main__":

@@ -70,10 +70,7 @@ def main() -> None:
         "settings": dataclasses.asdict(fg.SETTINGS), "generation": fg.GENERATION,
         "rows": ablation(world, CONCEPTS, args.per_concept, args.preserve, tuple(args.kinds)),
     }
-    report["seconds"] = round(time.perf_counter() - start, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    fg.write_report(args.out, report, start)
 
 
 if __name__ == "__main__":
