@@ -300,22 +300,45 @@ def test_attribution_knockouts_change_only_the_clone(toy) -> None:
 
 # --- efficacy smoke test ----------------------------------------------------------------------
 
-def test_fia_mask_lowers_the_concept_and_keeps_the_shape(toy) -> None:
-    """One concept, few prompts: forgetting 'red' must cut how often red shows (measured on
-    this model: 79% -> 33%, 24 prompts), leave the prompts' shapes as they were, and change red prompts'
-    images more than those of prompts that do not name red."""
+def test_efficacy_on_the_v3_model(toy) -> None:
+    """The efficacy protocol on the shipped model, small: FIA at the paper's settings prunes only
+    `ff.net.2` weights, changes red prompts' images and keeps the other prompts' attributes (on
+    this model it does not forget red: docs/evaluation.md); and the instrument sees forgetting
+    where the model loses the concept: with every `ff.net.2` zeroed both readers see red drop
+    (measured 96% -> 21% on 24 prompts)."""
     from fia_engine import apply_mask
     from toyworld import forgetting as fg
+    from toyworld.attribution import zeroed
 
-    mask = fg.forget(toy, ["red"], dataclasses.replace(fg.SETTINGS, num_pairs=10, r2=0.1))
+    assert toy.world_version == 3
+    mask = fg.forget(toy, ["red"], dataclasses.replace(fg.SETTINGS, num_pairs=10))
+    assert mask.pruned_count > 0 and all(layer.key.endswith("ff.net.2.weight") for layer in mask.layers)
     unlearned = apply_mask(toy.patcher, mask)
-    probes, others = fg.forget_probes("red", 24, seed=31), fg.preserve_probes(["red"], 24, seed=32)
+    probes, others = fg.forget_probes("red", 16, seed=31), fg.preserve_probes(["red"], 16, seed=32)
     before, after = fg.generate(toy, probes), fg.generate(toy, probes, unlearned)
-    assert fg.forget_rate(after, "red") <= fg.forget_rate(before, "red") - 0.2
-    assert fg.attribute_accuracy(after, probes)["shape"] >= fg.attribute_accuracy(before, probes)["shape"] - 0.1
-    change_named = (after - before).abs().mean()
-    change_others = (fg.generate(toy, others, unlearned) - fg.generate(toy, others)).abs().mean()
-    assert change_named > 1.5 * change_others
+    assert (after - before).abs().mean() > 0.005
+    kept_before = fg.attribute_accuracy(fg.generate(toy, others), others)["mean"]
+    assert fg.attribute_accuracy(fg.generate(toy, others, unlearned), others)["mean"] >= 0.95 * kept_before
+    knocked = fg.generate(toy, probes, zeroed(toy.patcher, [layer.key for layer in mask.layers]))
+    base, cut = fg.read_forget_rates({"red": before}), fg.read_forget_rates({"red": knocked})
+    for reader in ("forget_rate_per_concept", "forget_rate_per_concept_rule"):
+        assert cut[reader]["red"] <= base[reader]["red"] - 0.5, (reader, base[reader], cut[reader])
+
+
+def test_diagnosis_cuts_whole_neurons_and_finds_contrast(toy) -> None:
+    from toyworld import diagnosis
+    from toyworld import forgetting as fg
+
+    record = fg.saliency(toy, ["circle"], dataclasses.replace(fg.SETTINGS, num_pairs=4))
+    neurons = diagnosis.positive_neurons(record, "circle")
+    assert sum(cols.numel() for cols in neurons.values()) > 0
+    mask = diagnosis.column_mask(record, neurons, "circle")
+    for layer in record.layers:
+        pruned = mask.pruned[layer.key]
+        assert pruned.numel() == layer.out_features * neurons[layer.key].numel()
+        assert set((pruned % layer.in_features).tolist()) == set(neurons[layer.key].tolist())
+    either = diagnosis.positive_neurons(record, "circle", either_sign=True)
+    assert sum(c.numel() for c in either.values()) >= sum(c.numel() for c in neurons.values())
 
 
 def test_evaluation_docs_state_what_the_committed_reports_hold():

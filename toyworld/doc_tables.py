@@ -62,13 +62,60 @@ def base_quality_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def base_values_table(report: dict) -> str:
+    """The base model's accuracy per single value, absent values included, with the images behind each."""
+    run = report["base_quality"]
+    lines = ["| attribute | value: accuracy (images) |", "|---|---|"]
+    for attribute, values in run["attribute_accuracy_per_value"].items():
+        counts = run["images_per_value"][attribute]
+        lines.append(f"| {attribute} | " + ", ".join(
+            f"{value} {_percent(rate)} ({counts[value]})" for value, rate in values.items()) + " |")
+    return "\n".join(lines)
+
+
+def layer_ablation_table(report: dict) -> str:
+    """One row per layer kind: forget rate per concept, preserve accuracy, overall, pruned share."""
+    concepts = " / ".join(report["concepts"])
+    rows = report["rows"]
+    base = rows["base"]["preserve_accuracy"]
+    lines = [f"| layers | forget rate ({concepts}) | preserve accuracy (of base) | overall | pruned (of that kind) |",
+             "|---|---|---|---|---|"]
+    for name, row in rows.items():
+        pruned = f"{100 * row['pruned_share']:.2f}% of {row['weights']:,}" if "pruned_share" in row else ""
+        lines.append(f"| {name} | {_percent(row['forget_rate'])} ({_per_concept(row['forget_rate_per_concept'])}) "
+                     f"| {_percent(row['preserve_accuracy'])} ({_percent(row['preserve_accuracy'] / max(base, 1e-9))}) "
+                     f"| {_percent(row['overall'])} | {pruned} |")
+    return "\n".join(lines)
+
+
+def diagnosis_table(report: dict) -> str:
+    """Per cut, each concept's rate on prompts naming it / the other attributes' accuracy (pruned share)."""
+    concepts = report["concepts"]
+    cuts = list(next(iter(concepts.values()))["cuts"])
+    lines = ["| removed from the 16 `ff.net.2` layers | " + " | ".join(concepts) + " |",
+             "|---|" + "---|" * len(concepts)]
+    for cut in cuts:
+        cells = []
+        for data in concepts.values():
+            row = data["cuts"][cut]
+            share = f" ({100 * row['pruned_share']:.1f}%)" if 0 < row["pruned_share"] < 1 else ""
+            cells.append(f"{_percent(row['concept_rate'])} / {_percent(row['other_attributes'])}{share}")
+        lines.append(f"| {cut} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def tables() -> dict[str, str]:
     efficacy = json.loads((REPORTS / "efficacy.json").read_text())
     quality = json.loads((REPORTS / "base_quality.json").read_text())
+    ablation = json.loads((REPORTS / "layer_ablation.json").read_text())
+    diagnosis = json.loads((REPORTS / "diagnosis.json").read_text())
     renderers: dict[str, Callable[[], str]] = {
         "efficacy-3": lambda: efficacy_table(efficacy, "3"),
         "efficacy-6": lambda: efficacy_table(efficacy, "6"),
         "base-quality": lambda: base_quality_table(quality),
+        "base-quality-values": lambda: base_values_table(quality),
+        "layer-ablation": lambda: layer_ablation_table(ablation),
+        "diagnosis": lambda: diagnosis_table(diagnosis),
     }
     return {name: render() for name, render in renderers.items()}
 

@@ -1,0 +1,130 @@
+"""Why FIA at the paper's settings does or does not forget a ToyWorld concept: what Eq.2's
+contrast sees in each layer, and what removing it does.
+
+    python -m toyworld.diagnosis --out toyworld/reports/diagnosis.json
+
+For each concept, from one saliency run at the paper's settings (`forgetting.SETTINGS`), per
+`ff.net.2` layer: how many neurons (input columns) have a positive contrast
+`mean_c - mean_b - std_b` (Eq.2 before |W|) at a majority of the recorded steps, how large it
+is against the base mean, and how many weights FIA selects there. Then, causally, the concept's
+rate on prompts naming it (evaluator) when the model loses:
+  - FIA's own single-concept mask at r2 0.01 (the paper's) and larger r2;
+  - every weight of its contrast-positive neurons (whole columns, all layers): the most that any
+    selection built on Eq.2 could remove from these layers; and of the neurons whose mean moves
+    by more than the base std in either direction (Eq.2 ignores neurons a concept silences);
+  - every `ff.net.2` weight (what the layers carry at all).
+Other attributes' accuracy on the same images says what each cut costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+
+from fia_engine import apply_mask
+from fia_engine.core.masks import UnlearningMask
+
+from . import forgetting as fg
+from .attribution import readout, zeroed
+from .loader import DEFAULT_WEIGHTS, load_toyworld
+
+CONCEPTS = ["red", "circle", "striped"]
+
+
+def contrast(record, concept: str, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq.2's per-neuron contrast [T, C] and the base mean it is measured against."""
+    base = record.base_moments[record.concept_base[concept]][key]
+    mean_c = record.concept_moments[concept][key].mean.float()
+    return mean_c - base.mean.float() - base.std.float(), base.mean.float()
+
+
+def positive_neurons(record, concept: str, either_sign: bool = False) -> dict[str, torch.Tensor]:
+    """Per layer, the columns whose contrast is positive at a majority of the recorded steps
+    (`either_sign`: whose mean moves by more than the base std up or down, which Eq.2 cannot see)."""
+    out = {}
+    for layer in record.layers:
+        c, _ = contrast(record, concept, layer.key)
+        if either_sign:
+            base = record.base_moments[record.concept_base[concept]][layer.key]
+            moved = (record.concept_moments[concept][layer.key].mean.float() - base.mean.float()).abs()
+            c = moved - base.std.float()
+        out[layer.key] = ((c > 0).float().mean(dim=0) > 0.5).nonzero().flatten()
+    return out
+
+
+def layer_table(record, concept: str, selected: dict[str, torch.Tensor]) -> list[dict]:
+    rows = []
+    for layer in record.layers:
+        c, base_mean = contrast(record, concept, layer.key)
+        positive = (c > 0).float().mean(dim=0) > 0.5
+        rel = (c.clamp_min(0) / base_mean.clamp_min(1e-6)).max().item()
+        rows.append({
+            "layer": layer.module_path.removesuffix(".transformer_blocks.0.ff.net.2"),
+            "neurons": int(c.shape[1]), "contrast_positive_neurons": int(positive.sum()),
+            "largest_contrast_over_base_mean": round(rel, 3),
+            "fia_selected_weights": int(selected[layer.key].numel()),
+            "fia_selected_neurons": int(torch.unique(selected[layer.key].long() % layer.in_features).numel()),
+        })
+    return rows
+
+
+def column_mask(record, columns: dict[str, torch.Tensor], concept: str) -> UnlearningMask:
+    """Every weight of the given input columns."""
+    pruned, kept = {}, {}
+    for layer in record.layers:
+        cols = columns[layer.key]
+        rows = torch.arange(layer.out_features).unsqueeze(1)
+        pruned[layer.key] = (rows * layer.in_features + cols.unsqueeze(0)).flatten().sort().values
+        kept[layer.key] = pruned[layer.key][:0]
+    return UnlearningMask(record.architecture, record.layers, pruned, kept, [concept], {}, record.fingerprint)
+
+
+def diagnose(world, concept: str, probes_count: int, ratios: list[float], seed: int) -> dict:
+    record = fg.saliency(world, [concept])
+    probes = fg.forget_probes(concept, probes_count, seed=seed)
+    masks, _ = fg.mask_from(record)
+    neurons = positive_neurons(record, concept)
+    cuts = {"none (base model)": world.patcher}
+    pruned = {}
+    for r2 in ratios:
+        _, mask = fg.mask_from(record, dataclasses.replace(fg.SETTINGS, r2=r2))
+        name = f"FIA r2={r2}"
+        cuts[name], pruned[name] = apply_mask(world.patcher, mask), mask.sparsity
+    for name, chosen in (("all contrast-positive neurons", neurons),
+                         ("all neurons moved up or down", positive_neurons(record, concept, either_sign=True))):
+        columns = column_mask(record, chosen, concept)
+        cuts[name], pruned[name] = apply_mask(world.patcher, columns), columns.sparsity
+    cuts["all ff.net.2"] = zeroed(world.patcher, [layer.key for layer in record.layers])
+    pruned["all ff.net.2"] = 1.0
+    readouts = {}
+    for name, patcher in cuts.items():
+        readouts[name] = readout(fg.generate(world, probes, patcher), probes, concept) | {
+            "pruned_share": pruned.get(name, 0.0)}
+        print(f"{concept:9s} {name:32s} {readouts[name]}", flush=True)
+    return {"layers": layer_table(record, concept, masks.selected[concept]), "cuts": readouts}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concepts", nargs="+", default=CONCEPTS)
+    parser.add_argument("--probes", type=int, default=24, help="images per concept and cut")
+    parser.add_argument("--r2", type=float, nargs="+", default=[0.01, 0.1, 0.3])
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("out/diagnosis.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    world = load_toyworld(args.weights)
+    start = time.perf_counter()
+    report = {"model": {"file": args.weights.name, "world_version": world.world_version},
+              "settings": dataclasses.asdict(fg.SETTINGS), "generation": fg.GENERATION, "probes": args.probes,
+              "concepts": {c: diagnose(world, c, args.probes, args.r2, 700 + i) for i, c in enumerate(args.concepts)}}
+    fg.write_report(args.out, report, start)
+
+
+if __name__ == "__main__":
+    main()
