@@ -247,7 +247,7 @@ def test_one_node_path_and_tooltips_in_the_editor(editor):
     assert state["inputs"][:2] == ["model", "clip"]
     # no 'control after generate' on the seed: a randomised seed would recompute the mask on every run
     assert state["widgets"] == ["concepts", "preset", "prompt_pairs", "seed", "recorded_steps", "r2", "alpha",
-                                "strength", "keep"]
+                                "strength", "keep", "layers"]
     assert {"FIAUnlearn", "FIAMaskInspector", "FIAComputeConceptSaliency"} <= set(state["fiaNodes"])
     assert not state["untipped"], f"inputs without a tooltip in the editor: {state['untipped']}"
     fit_view(editor)
