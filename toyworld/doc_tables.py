@@ -104,11 +104,42 @@ def diagnosis_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def attribution_table(report: dict) -> str:
+    """Layer-group knock-outs per concept (shown / other attributes right): every group, the single
+    `ff.net.2` layer that removes the concept most, and FIA's single-concept masks."""
+    concepts = report["concepts"]
+    names = list(next(iter(concepts.values())))
+    single = [n for n in names if n.endswith(".ff.net.2")]
+    grouped = [n for n in names if n not in single]
+    lines = ["| knocked out | " + " | ".join(concepts) + " |", "|---|" + "---|" * len(concepts)]
+
+    def cell(row: dict) -> str:
+        return f"{_percent(row['concept_rate'])} / {_percent(row['other_attributes'])}"
+
+    for name in grouped[:3]:
+        lines.append(f"| {name} | " + " | ".join(cell(rows[name]) for rows in concepts.values()) + " |")
+    strongest = []
+    for rows in concepts.values():
+        layer = min(single, key=lambda n: (rows[n]["concept_rate"], -rows[n]["other_attributes"]))
+        short = layer.removesuffix(".transformer_blocks.0.ff.net.2")
+        strongest.append(f"`{short}`: {cell(rows[layer])}")
+    lines.append("| the strongest single `ff.net.2` layer | " + " | ".join(strongest) + " |")
+    for name in grouped[3:]:  # FIA rows: each concept's name carries its own pruned share
+        prefix = name.split(" (")[0]
+        cells = []
+        for rows in concepts.values():
+            own = next(n for n in rows if n.split(" (")[0] == prefix)
+            cells.append(f"{cell(rows[own])} ({own.split(' (')[1].removesuffix(')')})")
+        lines.append(f"| {prefix}, single concept | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def tables() -> dict[str, str]:
     efficacy = json.loads((REPORTS / "efficacy.json").read_text())
     quality = json.loads((REPORTS / "base_quality.json").read_text())
     ablation = json.loads((REPORTS / "layer_ablation.json").read_text())
     diagnosis = json.loads((REPORTS / "diagnosis.json").read_text())
+    attribution = json.loads((REPORTS / "attribution.json").read_text())
     renderers: dict[str, Callable[[], str]] = {
         "efficacy-3": lambda: efficacy_table(efficacy, "3"),
         "efficacy-6": lambda: efficacy_table(efficacy, "6"),
@@ -116,6 +147,7 @@ def tables() -> dict[str, str]:
         "base-quality-values": lambda: base_values_table(quality),
         "layer-ablation": lambda: layer_ablation_table(ablation),
         "diagnosis": lambda: diagnosis_table(diagnosis),
+        "attribution": lambda: attribution_table(attribution),
     }
     return {name: render() for name, render in renderers.items()}
 
