@@ -341,6 +341,17 @@ def test_diagnosis_cuts_whole_neurons_and_finds_contrast(toy) -> None:
     assert sum(c.numel() for c in either.values()) >= sum(c.numel() for c in neurons.values())
 
 
+def test_layer_inputs_are_the_first_calls_of_sampling(toy) -> None:
+    from toyworld import diagnosis
+
+    path = "output_blocks.11.1.transformer_blocks.0.ff.net.2"
+    x = diagnosis.layer_inputs(toy, path, ["a red circle", "a striped background"], [1, 1], calls=3)
+    ff = dict(toy.patcher.model.diffusion_model.named_modules())[path]
+    assert x.shape[0] == 3 and x.shape[1] == 2 * 2 and x.shape[3] == ff.in_features  # cond and uncond rows
+    assert not torch.equal(x[0], x[1])  # successive calls, not one call repeated
+    assert not torch.equal(x[:, 0], x[:, 1])  # two prompts, two trajectories
+
+
 def test_evaluation_docs_state_what_the_committed_reports_hold():
     """docs/evaluation.md's tables are rendered from toyworld/reports (python -m toyworld.doc_tables)."""
     from toyworld import doc_tables

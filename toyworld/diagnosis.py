@@ -14,6 +14,12 @@ rate on prompts naming it (evaluator) when the model loses:
     by more than the base std in either direction (Eq.2 ignores neurons a concept silences);
   - every `ff.net.2` weight (what the layers carry at all).
 Other attributes' accuracy on the same images says what each cut costs.
+
+`--pattern LAYER CONCEPT` asks whether a layer carries a concept in *where* its neurons fire rather
+than *how much*: over the concept's prompt pairs (one shared starting latent each) it records the
+layer's input at the first T UNet calls and ranks neurons by the change of their token-pooled norm
+(what Eq.1 sees) and by the change of their per-token pattern, then zeroes the top neurons of
+each ranking in that layer alone.
 """
 
 from __future__ import annotations
@@ -108,6 +114,54 @@ def diagnose(world, concept: str, probes_count: int, ratios: list[float], seed: 
     return {"layers": layer_table(record, concept, masks.selected[concept]), "cuts": readouts}
 
 
+def layer_inputs(world, module_path: str, prompts: list[str], seeds: list[int], calls: int) -> torch.Tensor:
+    """The layer's input [calls, batch, tokens, neurons] over the first `calls` UNet calls of sampling."""
+    module = dict(world.patcher.model.diffusion_model.named_modules())[module_path]
+    seen: list[torch.Tensor] = []
+
+    def hook(_module, args):
+        if len(seen) < calls:
+            seen.append(args[0].detach().float().clone())
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        world.generate(prompts, seeds, patcher=world.patcher, **fg.GENERATION)
+    finally:
+        handle.remove()
+    return torch.stack(seen)
+
+
+def pattern_probe(world, module_path: str, concept: str, probes_count: int, tops: list[int]) -> dict:
+    pairs = fg.concept_pairs(concept, fg.SETTINGS.num_pairs, fg.seed_of(fg.SETTINGS), world.world_version)
+    seeds = [pair.seed for pair in pairs]
+    steps = fg.SETTINGS.sampling.recorded_steps
+    concept_x = layer_inputs(world, module_path, [p.concept_prompt for p in pairs], seeds, steps)
+    base_x = layer_inputs(world, module_path, [p.base_prompt for p in pairs], seeds, steps)
+    amount = (concept_x.norm(dim=2) - base_x.norm(dim=2)).abs().mean(dim=(0, 1))
+    pattern = (concept_x - base_x).norm(dim=2).mean(dim=(0, 1))
+    key = f"diffusion_model.{module_path}.weight"
+    probes = fg.forget_probes(concept, probes_count, seed=800)
+    rows = {"none (base model)": readout(fg.generate(world, probes), probes, concept)}
+    for top in tops:
+        for name, score in (("amount (token-pooled norm)", amount), ("pattern (per token)", pattern)):
+            columns = torch.topk(score, top).indices
+
+            def zero_columns(weight, columns=columns):
+                weight = weight.clone()
+                weight[:, columns] = 0
+                return weight
+
+            model = world.patcher.clone()
+            model.add_weight_wrapper(key, zero_columns)
+            rows[f"top {top} neurons by {name}"] = readout(fg.generate(world, probes, model), probes, concept)
+            print(concept, top, name, rows[f"top {top} neurons by {name}"], flush=True)
+    overlap = {top: len(set(torch.topk(amount, top).indices.tolist()) & set(torch.topk(pattern, top).indices.tolist()))
+               for top in tops}
+    return {"layer": module_path, "concept": concept, "pairs": len(pairs), "calls": steps,
+            "ratio_pattern_to_amount": round(float(pattern.sum() / amount.sum().clamp_min(1e-12)), 2),
+            "top_overlap": overlap, "cuts": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concepts", nargs="+", default=CONCEPTS)
@@ -115,11 +169,20 @@ def main() -> None:
     parser.add_argument("--r2", type=float, nargs="+", default=[0.01, 0.1, 0.3])
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--pattern", nargs=2, metavar=("LAYER", "CONCEPT"), default=None,
+                        help="only the pattern-vs-amount probe of one layer's input (module path) for one concept")
+    parser.add_argument("--top", type=int, nargs="+", default=[26, 64], help="neurons cut by each ranking")
     parser.add_argument("--out", type=Path, default=Path("out/diagnosis.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     world = load_toyworld(args.weights)
     start = time.perf_counter()
+    if args.pattern:
+        report = {"model": {"file": args.weights.name, "world_version": world.world_version},
+                  "generation": fg.GENERATION, "probes": args.probes,
+                  **pattern_probe(world, args.pattern[0], args.pattern[1], args.probes, args.top)}
+        fg.write_report(args.out, report, start)
+        return
     report = {"model": {"file": args.weights.name, "world_version": world.world_version},
               "settings": dataclasses.asdict(fg.SETTINGS), "generation": fg.GENERATION, "probes": args.probes,
               "concepts": {c: diagnose(world, c, args.probes, args.r2, 700 + i) for i, c in enumerate(args.concepts)}}
