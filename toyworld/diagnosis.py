@@ -41,32 +41,30 @@ from .loader import DEFAULT_WEIGHTS, load_toyworld
 CONCEPTS = ["red", "circle", "striped"]
 
 
-def contrast(record, concept: str, key: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq.2's per-neuron contrast [T, C] and the base mean it is measured against."""
+def contrast(record, concept: str, key: str, either_sign: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq.2's per-neuron contrast [T, C] (`either_sign`: how far the mean moves up or down, less the
+    base std, which Eq.2 cannot see) and the base mean it is measured against."""
     base = record.base_moments[record.concept_base[concept]][key]
-    mean_c = record.concept_moments[concept][key].mean.float()
-    return mean_c - base.mean.float() - base.std.float(), base.mean.float()
+    shift = record.concept_moments[concept][key].mean.float() - base.mean.float()
+    return (shift.abs() if either_sign else shift) - base.std.float(), base.mean.float()
+
+
+def positive_at_most_steps(c: torch.Tensor) -> torch.Tensor:
+    """Per neuron, whether its contrast [T, C] is positive at a majority of the recorded steps."""
+    return (c > 0).float().mean(dim=0) > 0.5
 
 
 def positive_neurons(record, concept: str, either_sign: bool = False) -> dict[str, torch.Tensor]:
-    """Per layer, the columns whose contrast is positive at a majority of the recorded steps
-    (`either_sign`: whose mean moves by more than the base std up or down, which Eq.2 cannot see)."""
-    out = {}
-    for layer in record.layers:
-        c, _ = contrast(record, concept, layer.key)
-        if either_sign:
-            base = record.base_moments[record.concept_base[concept]][layer.key]
-            moved = (record.concept_moments[concept][layer.key].mean.float() - base.mean.float()).abs()
-            c = moved - base.std.float()
-        out[layer.key] = ((c > 0).float().mean(dim=0) > 0.5).nonzero().flatten()
-    return out
+    """Per layer, the columns whose contrast (`contrast`) is positive at a majority of the steps."""
+    return {layer.key: positive_at_most_steps(contrast(record, concept, layer.key, either_sign)[0]).nonzero().flatten()
+            for layer in record.layers}
 
 
 def layer_table(record, concept: str, selected: dict[str, torch.Tensor]) -> list[dict]:
     rows = []
     for layer in record.layers:
         c, base_mean = contrast(record, concept, layer.key)
-        positive = (c > 0).float().mean(dim=0) > 0.5
+        positive = positive_at_most_steps(c)
         rel = (c.clamp_min(0) / base_mean.clamp_min(1e-6)).max().item()
         rows.append({
             "layer": layer.module_path.removesuffix(".transformer_blocks.0.ff.net.2"),

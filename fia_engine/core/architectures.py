@@ -166,11 +166,17 @@ FLUX_NOTE = (
 )
 
 LAYER_NAMES = {
-    "ff2": "feed-forward layer", "ff1": "feed-forward input layer (ff1)",
+    "ff2": "feed-forward layer", "ff1": "feed-forward input layer",
     "cross-attn kv": "cross-attention key/value layer", "self-attn kv": "self-attention key/value layer",
 }
 LAYER_KINDS = tuple(LAYER_NAMES)
 """The paper's ablation: FF output (its choice), FF input, cross-attention k/v, self-attention k/v."""
+
+
+def layers_named(kind: str, count: int | None = None) -> str:
+    """'feed-forward layers', '16 cross-attention key/value layers': a kind's layers in messages."""
+    name = f"{LAYER_NAMES[kind]}s"
+    return name if count is None else f"{count} {name}"
 
 
 def _unet_kinds(ff_layers: int) -> dict[str, dict]:

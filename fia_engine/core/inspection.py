@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .architectures import LAYER_NAMES, FFLayer, block_label
+from .architectures import FFLayer, block_label, layers_named
 from .masks import ConceptMasks, UnlearningMask
 
 PRUNED = "pruned"
@@ -52,9 +52,6 @@ class MaskChart:
     layers: tuple[LayerCounts, ...]
     noted: tuple[int, ...]  # series whose summed count is written beside each bar
     note_header: str
-
-
-LAYER_PLURALS = {kind: f"{name.split(' (')[0]}s" for kind, name in LAYER_NAMES.items()}
 
 
 def short(text: object, chars: int = NAME_CHARS) -> str:
@@ -187,7 +184,7 @@ def fused_mask_summary(mask: UnlearningMask) -> str:
     hyper = mask.hyperparameters
     kept = sum(int(k.numel()) for k in mask.kept_agnostic.values())
     lines = [
-        f"FIA mask ({mask.architecture}, {len(mask.layers)} {LAYER_PLURALS[mask.layers[0].kind]}, "
+        f"FIA mask ({mask.architecture}, {layers_named(mask.layers[0].kind, len(mask.layers))}, "
         f"{mask.total_weights:,} weights)",
         f"Concepts ({len(mask.concepts)}): {listed(mask.concepts)}",
         f"Pruned: {mask.pruned_count:,} weights, sparsity {100 * mask.sparsity:.4f}%",

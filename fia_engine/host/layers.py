@@ -7,11 +7,11 @@ import torch
 
 from ..core.architectures import (
     DIFFUSION_PREFIX,
-    LAYER_NAMES,
     ArchitectureSpec,
     FFLayer,
     architecture_of,
     discover_ff_layers,
+    layers_named,
     supported_families,
 )
 from ..core.errors import FIAInputError
@@ -31,7 +31,7 @@ def layers_of_patcher(
     layers = discover_ff_layers(patcher.model.diffusion_model, spec, streams)
     if not layers:
         raise FIAInputError(
-            f"model: this {spec.family} model has no supported {LAYER_NAMES[spec.layers]}s "
+            f"model: this {spec.family} model has no supported {layers_named(spec.layers)} "
             f"(looked for: {spec.notes.get('layers', 'ff output layers')}). FIA supports "
             f"{', '.join(supported_families())}; connect one of those."
         )
