@@ -4,6 +4,7 @@ latent <-> image conversion and a sampling helper built on `comfy.sample.sample`
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ V3_WEIGHTS = WEIGHTS_DIR / "toyworld_v3.safetensors"
 DEFAULT_WEIGHTS = V3_WEIGHTS if V3_WEIGHTS.exists() else V2_WEIGHTS
 
 Conditioning = list[list[Any]]
+TEXT_PREFIX = "text_encoder."  # a model file's text-encoder tensors (EmojiWorld's), beside the UNet's
 
 
 def read_metadata(path: str | Path = DEFAULT_WEIGHTS) -> dict[str, str]:
@@ -43,7 +45,7 @@ class ToyWorld:
     """A loaded ToyWorld model: `.patcher` is what ComfyUI nodes receive as MODEL."""
 
     patcher: comfy.model_patcher.ModelPatcher
-    encoder: ToyTextEncoder
+    encoder: Callable[[list[str]], torch.Tensor]  # prompts -> context [B, 77, D]
     metadata: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -125,10 +127,17 @@ def load_toyworld(
     cfg = tw_model.ToyWorldConfig(unet_config)
     cfg.set_inference_dtype(torch.float32, None)
     base = cfg.get_model({}, device=torch.device("cpu"))
-    sd = {k: v.float() for k, v in load_file(str(path)).items()}
+    tensors = load_file(str(path))
+    sd = {k: v.float() for k, v in tensors.items() if not k.startswith(TEXT_PREFIX)}
     base.diffusion_model.load_state_dict(sd, strict=True)
     base.diffusion_model.eval()
     patcher = comfy.model_patcher.ModelPatcher(base, load_device=device, offload_device=torch.device("cpu"))
     te = json.loads(meta.get("text_encoder", "{}"))
-    encoder = ToyTextEncoder(dim=te.get("dim", tw_model.DIM), seed=te.get("seed", 1234), pieces=te.get("pieces", 0))
+    if "vocabulary" in te:  # EmojiWorld: a frozen transformer whose weights ship in the file
+        from .emoji.text import EmojiTextEncoder
+
+        encoder = EmojiTextEncoder.from_metadata(te)
+        encoder.load_state_dict({k[len(TEXT_PREFIX):]: v for k, v in tensors.items() if k.startswith(TEXT_PREFIX)})
+    else:
+        encoder = ToyTextEncoder(dim=te.get("dim", tw_model.DIM), seed=te.get("seed", 1234), pieces=te.get("pieces", 0))
     return ToyWorld(patcher=patcher, encoder=encoder, metadata=meta)

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -69,10 +70,14 @@ def model_metadata(version: int, unet_config: dict, encoder: text.ToyTextEncoder
     }
 
 
-def save_weights(path: Path, ema: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+def save_weights(path: Path, ema: dict[str, torch.Tensor], meta: dict[str, str],
+                 extra: dict[str, torch.Tensor] | None = None) -> None:
+    """EMA weights as float16, plus `extra` tensors kept as they are (a frozen text encoder)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().to("cpu", torch.float16).contiguous() for k, v in ema.items()}, str(tmp), meta)
+    tensors = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in ema.items()}
+    tensors.update({k: v.detach().cpu().contiguous() for k, v in (extra or {}).items()})
+    save_file(tensors, str(tmp), meta)
     tmp.replace(path)
 
 
@@ -127,8 +132,8 @@ def load_state(path: Path, unet: torch.nn.Module, ema: dict[str, torch.Tensor],
     return step
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_training_arguments(ap: argparse.ArgumentParser, out: str, state: str) -> None:
+    """The options every world's trainer shares (schedule, loss, EMA, checkpoints)."""
     ap.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget")
     ap.add_argument("--max-steps", type=int, default=1_000_000)
     ap.add_argument("--batch", type=int, default=32)
@@ -149,45 +154,45 @@ def main(argv: list[str] | None = None) -> None:
                     help="std of a per-(image, channel) constant added to the noise, so the model "
                          "learns to set the global colour itself instead of reading it from the "
                          "starting noise's mean (0: off)")
-    ap.add_argument("--pieces", type=int, default=0, choices=(0, 2),
-                    help="text tokens per attribute word (see toyworld/text.py)")
     ap.add_argument("--init", type=Path, default=None,
-                    help="start from these weights (a ToyWorld safetensors) instead of a seeded init")
-    ap.add_argument("--version", type=int, default=3, choices=(2, 3),
-                    help="world semantics and UNet (see toyworld/world.py and model.py)")
+                    help="start from these weights (a safetensors of the same UNet) instead of a seeded init")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu",
                     help="where the UNet trains; data, timesteps and noise are drawn on the CPU")
     ap.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
     ap.add_argument("--log-every", type=int, default=50)
-    ap.add_argument("--out", type=Path, default=Path("out/toyworld_v3.safetensors"),
+    ap.add_argument("--out", type=Path, default=Path(out),
                     help="EMA weights (float16); commit them under toyworld/weights/ once good")
-    ap.add_argument("--state", type=Path, default=Path("out/toyworld_v3_state.safetensors"),
+    ap.add_argument("--state", type=Path, default=Path(state),
                     help="resume state (weights, EMA, Adam moments); not for committing")
     ap.add_argument("--resume", action="store_true", help="continue from --state")
     ap.add_argument("--export-checkpoint", type=Path, default=None,
                     help="write --state's EMA weights (float16) and step to this file and exit: a checkpoint small "
                          "enough to commit, from which --resume continues (Adam moments rebuilt)")
-    a = ap.parse_args(argv)
-    if a.export_checkpoint is not None:
-        export_checkpoint(a.state, a.export_checkpoint)
-        return
+
+
+Batch = Callable[[int, int], tuple[torch.Tensor, list[str]]]
+
+
+def train(a: argparse.Namespace, unet_config: dict, batch: Batch,
+          encode: Callable[[list[str]], torch.Tensor], metadata: dict[str, str],
+          extra_tensors: dict[str, torch.Tensor] | None = None) -> None:
+    """The shared loop: `batch(seed, n)` gives images [n, H, W, 3] and prompts, `encode` their
+    context; everything random comes from (a.seed, step), so a resumed run continues bit for bit."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
     torch.set_num_threads(a.threads)
-
-    unet_config = tw_model.UNET_CONFIG_V3 if a.version == 3 else tw_model.UNET_CONFIG
     patch = tw_model.latent_format_for(unet_config).patch
     device = torch.device(a.device)
     base = tw_model.build_model(unet_config=unet_config)
     unet = base.diffusion_model
     tw_model.init_weights(unet, a.seed)
     if a.init is not None:
-        unet.load_state_dict({k: v.float() for k, v in load_file(str(a.init)).items()}, strict=True)
+        weights = load_file(str(a.init))
+        unet.load_state_dict({k: v.float() for k, v in weights.items() if not k.startswith("text_encoder.")}, strict=True)
     unet.to(device).train()
     sigmas = base.model_sampling.sigmas.float()
     alphas_cumprod = 1.0 / (1.0 + sigmas**2)
-    encoder = text.ToyTextEncoder(pieces=a.pieces)
     ema = {n: p.detach().clone() for n, p in unet.named_parameters()}
     params = [p for p in unet.parameters()]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0, betas=(0.9, 0.99))
@@ -206,22 +211,22 @@ def main(argv: list[str] | None = None) -> None:
 
     def checkpoint(final: bool) -> None:
         meta = {
-            **model_metadata(a.version, unet_config, encoder),
+            **metadata,
             "training": json.dumps(settings),
             "step": str(step),
             "minutes": f"{(time.time() - start) / 60:.1f}",
             "ema": str(a.ema),
             "final": str(final),
         }
-        save_weights(a.out, ema, meta)
+        save_weights(a.out, ema, meta, extra_tensors)
         save_state(state_path, unet, ema, opt, step)
         log.info("saved step %d to %s", step, a.out)
 
     while step < a.max_steps and time.time() - start < a.minutes * 60:
-        images, prompts, _ = world.batch(a.seed * 1_000_003 + step, a.batch, world_version=a.version)
+        images, prompts = batch(a.seed * 1_000_003 + step, a.batch)
         gen = torch.Generator().manual_seed(a.seed * 7_919 + step)
         x0 = tw_model.image_to_latent(images, patch)
-        context = encoder(prompts).to(device)
+        context = encode(prompts).to(device)
         phase2 = step >= a.switch_step
         t = timesteps_for(gen, a.batch, 0.0 if phase2 else a.p_low)
         eps = torch.randn(x0.shape, generator=gen)
@@ -260,6 +265,27 @@ def main(argv: list[str] | None = None) -> None:
             checkpoint(final=False)
             last_save = time.time()
     checkpoint(final=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_training_arguments(ap, "out/toyworld_v3.safetensors", "out/toyworld_v3_state.safetensors")
+    ap.add_argument("--pieces", type=int, default=0, choices=(0, 2),
+                    help="text tokens per attribute word (see toyworld/text.py)")
+    ap.add_argument("--version", type=int, default=3, choices=(2, 3),
+                    help="world semantics and UNet (see toyworld/world.py and model.py)")
+    a = ap.parse_args(argv)
+    if a.export_checkpoint is not None:
+        export_checkpoint(a.state, a.export_checkpoint)
+        return
+    unet_config = tw_model.UNET_CONFIG_V3 if a.version == 3 else tw_model.UNET_CONFIG
+    encoder = text.ToyTextEncoder(pieces=a.pieces)
+
+    def batch(seed: int, n: int) -> tuple[torch.Tensor, list[str]]:
+        images, prompts, _ = world.batch(seed, n, world_version=a.version)
+        return images, prompts
+
+    train(a, unet_config, batch, encoder, model_metadata(a.version, unet_config, encoder))
 
 
 if __name__ == "__main__":
