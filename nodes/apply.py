@@ -6,10 +6,11 @@ from comfy_api.latest import io, ui
 
 from ..fia_engine import apply_mask
 from ..fia_engine.core.checks import empty_mask_warning
+from .boundary import FIANode
 from .types import CATEGORY, Mask
 
 
-class FIAApplyUnlearningMask(io.ComfyNode):
+class FIAApplyUnlearningMask(FIANode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(

@@ -7,12 +7,13 @@ from comfy_api.latest import io, ui
 from ..fia_engine import fuse_masks, paper
 from ..fia_engine.core.checks import empty_mask_warning
 from ..fia_engine.core.selection import COMPATIBILITY
+from .boundary import FIANode
 from .types import CATEGORY, ConceptMasks, Mask
 
 EXTRA_INPUTS = 3
 
 
-class FIAFuseMasks(io.ComfyNode):
+class FIAFuseMasks(FIANode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         extra = [

@@ -11,11 +11,12 @@ from ..fia_engine.core.inspection import (
     fused_mask_chart,
     fused_mask_summary,
 )
+from .boundary import FIANode
 from .chart import render_chart, stack_images, to_comfy_image
 from .types import CATEGORY, ConceptMasks, Mask
 
 
-class FIAMaskInspector(io.ComfyNode):
+class FIAMaskInspector(FIANode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(

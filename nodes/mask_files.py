@@ -8,7 +8,8 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from ..fia_engine import FIAInputError, load_mask
-from ..fia_engine.core.mask_io import save_numbered_mask
+from ..fia_engine.core.mask_io import check_save_prefix, save_numbered_mask
+from .boundary import FIANode
 from .types import CATEGORY, Mask
 
 MASK_FOLDER = "fia_masks"
@@ -24,7 +25,7 @@ def register_mask_folder() -> None:
 register_mask_folder()
 
 
-class FIASaveMask(io.ComfyNode):
+class FIASaveMask(FIANode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -45,6 +46,7 @@ class FIASaveMask(io.ComfyNode):
     @classmethod
     def execute(cls, mask, filename_prefix) -> io.NodeOutput:
         root = folder_paths.get_folder_paths(MASK_FOLDER)[0]
+        check_save_prefix(root, filename_prefix)  # before ComfyUI's helper makes any folder
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, root)
         path = save_numbered_mask(mask, folder, name, counter)  # the counter another process takes is skipped
         shown = os.path.relpath(path, root)
@@ -52,7 +54,9 @@ class FIASaveMask(io.ComfyNode):
                                                           f"{', '.join(mask.concepts)}"))
 
 
-class FIALoadMask(io.ComfyNode):
+class FIALoadMask(FIANode):
+    INPUT_FIXES = {"mask_name": "Save a mask with FIA Save Mask first, or refresh the list (R in the editor)"}
+
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -69,12 +73,13 @@ class FIALoadMask(io.ComfyNode):
 
     @classmethod
     def fingerprint_inputs(cls, mask_name):
-        path = folder_paths.get_full_path(MASK_FOLDER, mask_name)
+        """The file's time, so a file saved again under its name is read again; execute refuses a non-name."""
+        path = folder_paths.get_full_path(MASK_FOLDER, mask_name) if isinstance(mask_name, str) else None
         return os.path.getmtime(path) if path else mask_name
 
     @classmethod
     def execute(cls, mask_name) -> io.NodeOutput:
         path = folder_paths.get_full_path(MASK_FOLDER, mask_name)
         if path is None:
-            raise FIAInputError(f"mask_name: '{mask_name}' is not in models/fia_masks. Save a mask first or refresh.")
+            raise FIAInputError(f"mask_name: '{mask_name}' is no longer in models/fia_masks. {cls.INPUT_FIXES['mask_name']}.")
         return io.NodeOutput(load_mask(path))

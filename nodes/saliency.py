@@ -8,9 +8,10 @@ from comfy_api.latest import io
 
 from ..fia_engine import PRESET_NAMES, SamplingSettings, compute_saliency, paper, parse_concepts, resolve_preset
 from ..fia_engine.core.architectures import LAYER_KINDS
-from ..fia_engine.core.checks import check_concept_names, check_finite
+from ..fia_engine.core.checks import check_concept_names
 from ..fia_engine.core.prompts import NOISE_PROTOCOLS
 from ..fia_engine.host.recording import SCHEDULES
+from .boundary import FIANode
 from .types import CATEGORY, Saliency
 
 
@@ -43,7 +44,7 @@ LAYERS_INPUT = io.Combo.Input(
 )
 
 
-class FIAComputeConceptSaliency(io.ComfyNode):
+class FIAComputeConceptSaliency(FIANode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -129,7 +130,6 @@ class FIAComputeConceptSaliency(io.ComfyNode):
                 streams, saliency_form, schedule="reference", noise="shared", layers="ff2") -> io.NodeOutput:
         concept_list = parse_concepts(concepts)
         check_concept_names(concept_list)
-        check_finite("cfg", cfg)
         chosen = resolve_preset(preset, concept_template, base_template, placeholders)
         settings = SamplingSettings(steps, recorded_steps, cfg, sampler_name, scheduler, width, height, prompts_per_batch,
                                     schedule=schedule, noise=noise)

@@ -7,10 +7,11 @@ from comfy_api.latest import io, ui
 from ..fia_engine import paper, parse_r2_overrides, select_sensitive_neurons
 from ..fia_engine.core.checks import empty_selection_warning
 from ..fia_engine.core.selection import COMPATIBILITY
+from .boundary import FIANode
 from .types import CATEGORY, ConceptMasks, Saliency
 
 
-class FIASelectSensitiveNeurons(io.ComfyNode):
+class FIASelectSensitiveNeurons(FIANode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(

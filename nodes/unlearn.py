@@ -8,7 +8,6 @@ from comfy_api.latest import io, ui
 
 from ..fia_engine import (
     PRESETS,
-    FIAInputError,
     MethodSettings,
     SamplingSettings,
     apply_mask,
@@ -20,8 +19,7 @@ from ..fia_engine import (
 )
 from ..fia_engine.core.checks import check_concept_names, empty_mask_warning, empty_selection_warning
 from ..fia_engine.core.fusion import check_forgotten_not_kept
-from ..fia_engine.core.selection import check_ratio
-from ..fia_engine.host.patching import check_strength
+from .boundary import FIANode
 from .saliency import LAYERS_INPUT, clip_encoder, comfy_progress
 from .types import CATEGORY, Mask
 
@@ -34,7 +32,10 @@ PAPER_SAMPLING = SamplingSettings(paper.GENERAL.steps, paper.GENERAL.recorded_st
 ONE_NODE_PRESETS = [name for name in PRESETS if name != "custom"]
 
 
-class FIAUnlearn(io.ComfyNode):
+class FIAUnlearn(FIANode):
+    INPUT_FIXES = {"preset": "For your own prompt templates use FIA Compute Concept Saliency (preset custom) and "
+                             "the nodes after it"}
+
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -99,12 +100,6 @@ class FIAUnlearn(io.ComfyNode):
         keep_list = parse_lines(keep)
         check_concept_names(concept_list + keep_list)
         check_forgotten_not_kept(concept_list, keep_list)  # before the saliency run
-        if preset not in ONE_NODE_PRESETS:
-            raise FIAInputError(f"preset: FIA Unlearn takes {', '.join(ONE_NODE_PRESETS)}. For your own prompt "
-                                "templates use FIA Compute Concept Saliency (preset custom) and the nodes after it.")
-        for name, value in (("r2", r2), ("alpha", alpha)):
-            check_ratio(name, value, allow_zero=True)  # before the saliency run, not after it
-        check_strength(strength)
         chosen = resolve_preset(preset)
         sampling = dataclasses.replace(PAPER_SAMPLING, recorded_steps=recorded_steps)
         settings = MethodSettings(r2=r2, alpha=alpha, num_pairs=prompt_pairs, seed=seed, sampling=sampling,

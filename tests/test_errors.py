@@ -28,7 +28,7 @@ def counted_model():
         (dict(recorded_steps=60, steps=50), "recorded_steps: T = 60 must be between 1 and the schedule's steps"),
         (dict(saliency_form="fancy"), "saliency_form"),
         (dict(width=4, height=4), "width/height"),
-        (dict(cfg=float("nan")), "cfg: nan is not a number"),
+        (dict(cfg=float("nan")), r"cfg: nan is out of range. Use 0.0 to 100.0"),
         (dict(concepts="cat\n{placeholder}"), r"concepts: '\{placeholder\}' contains the template slot"),
         (dict(concepts="a {concept} b"), r"contains the template slot \{concept\}"),
     ],
@@ -88,8 +88,8 @@ UNLEARN_DEFAULTS = dict(concepts="cat\ndog", preset="objects", prompt_pairs=1, s
 @pytest.mark.parametrize(("overrides", "message"), [
     (dict(r2=float("nan")), "r2: nan is out of range"), (dict(alpha=float("nan")), "alpha: nan is out of range"),
     (dict(strength=float("nan")), "strength: nan is out of range"),
-    (dict(preset="custom"), "preset: FIA Unlearn takes objects, explicit, art. For your own prompt templates use "
-                            r"FIA Compute Concept Saliency \(preset custom\)"),
+    (dict(preset="custom"), 'preset: "custom" is not one of objects, explicit, art. For your own prompt templates '
+                            r"use FIA Compute Concept Saliency \(preset custom\)"),
     (dict(concepts="{placeholder}"), "contains the template slot"),
 ])
 def test_unlearn_input_errors_come_before_sampling(pack, engine, tiny_clip, counted_model, overrides, message):

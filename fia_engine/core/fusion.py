@@ -11,7 +11,14 @@ import torch
 from . import paper, selection
 from .errors import FIAInputError
 from .mask_io import fusion_metadata
-from .masks import ConceptMasks, UnlearningMask, check_layers_match, compact_indices, warn_if_other_weights
+from .masks import (
+    ConceptMasks,
+    UnlearningMask,
+    check_has_layers,
+    check_layers_match,
+    compact_indices,
+    warn_if_other_weights,
+)
 from .memory import release_freed_memory
 from .selection import check_ratio, compatibility_rules, rules_name
 
@@ -80,6 +87,7 @@ def merge_concept_masks(inputs: list[ConceptMasks], what: str = "concept_masks")
 
 def check_same_layers(what: str, masks: ConceptMasks, target: ConceptMasks, target_name: str) -> None:
     """Masks fused together must cover the same layers of one model (a warning if other weights)."""
+    check_has_layers(what, masks.layers)
     kind, target_kind = masks.layers[0].kind, target.layers[0].kind
     if kind != target_kind:
         raise FIAInputError(f"{what}: its layers are {kind}, those of {target_name} {target_kind}; compute both "

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from .architectures import FFLayer, block_label, layers_named
-from .masks import ConceptMasks, UnlearningMask
+from .masks import ConceptMasks, UnlearningMask, check_has_layers
 
 PRUNED = "pruned"
 KEPT = "kept concept-agnostic"
@@ -181,6 +181,7 @@ def _table(chart: MaskChart) -> list[str]:
 
 
 def fused_mask_summary(mask: UnlearningMask) -> str:
+    check_has_layers("mask", mask.layers)
     hyper = mask.hyperparameters
     kept = sum(int(k.numel()) for k in mask.kept_agnostic.values())
     lines = [

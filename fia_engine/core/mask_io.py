@@ -9,17 +9,21 @@ concepts, hyperparameters, fingerprint of the weights the mask was computed on, 
 
 Mask files are shared, so loading trusts nothing: mask_schema bounds every metadata claim before
 an index is decoded, the decoders check every index as it is decoded, and pruned and kept must
-be disjoint. Saving writes a private temporary and then links it to a name that no other save
-holds, so concurrent saves never lose a file; temporaries left by killed saves are removed.
+be disjoint. Saving checks the name first (nothing is made for a name that cannot be written),
+writes a private temporary and then links it to a name that no other save holds, so concurrent
+saves never lose a file and no name ever shows a partial file; temporaries left by killed saves
+are removed.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -29,7 +33,7 @@ from .architectures import FFLayer
 from .errors import FIAInputError
 from .index_codec import column_major, decode_rice, decode_sorted, encode_rice, row_major
 from .mask_schema import FORMAT, FORMAT_VERSION, VERSION_ENCODINGS, check_header_size, check_metadata, refuse
-from .masks import SelectionSettings, UnlearningMask
+from .masks import SelectionSettings, UnlearningMask, check_has_layers
 from .record import RecordingProvenance
 
 INDEX_ENCODING = VERSION_ENCODINGS[FORMAT_VERSION]
@@ -39,8 +43,11 @@ DECODERS = {
     "rice-gaps": (decode_rice, False),
     "leb128-gaps": (decode_sorted, False),
 }
+TOKEN_BYTES = 6  # a temporary is named <file>.<2 * TOKEN_BYTES hex digits>.tmp
+TEMPORARY_SUFFIX = len(f".{'0' * 2 * TOKEN_BYTES}.tmp")
 STALE_SECONDS = 600  # a save takes well under a second; an older temporary belongs to a killed one
-__all__ = ["FORMAT", "FORMAT_VERSION", "load_mask", "read_metadata", "save_mask", "save_numbered_mask"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "check_save_prefix", "load_mask", "read_metadata", "save_mask",
+           "save_numbered_mask"]
 
 
 
@@ -67,6 +74,7 @@ def fusion_metadata(
 def mask_file_bytes(mask: UnlearningMask, extra_metadata: dict[str, str] | None = None) -> bytes:
     from safetensors.torch import save
 
+    check_has_layers("mask", mask.layers)  # loading would refuse the file
     tensors = {}
     for layer in mask.layers:
         tensors[f"pruned/{layer.key}"] = encode_rice(column_major(mask.pruned[layer.key], layer.shape))
@@ -88,46 +96,124 @@ def mask_file_bytes(mask: UnlearningMask, extra_metadata: dict[str, str] | None 
 
 def save_mask(mask: UnlearningMask, path: str | Path, extra_metadata: dict[str, str] | None = None) -> Path:
     """Writes (or replaces) `path`; readers see the old file or the whole new one, never a part."""
-    return _write(Path(path), mask_file_bytes(mask, extra_metadata), exclusive=False)
-
-
-def save_numbered_mask(mask: UnlearningMask, folder: str | Path, stem: str, first: int = 1) -> Path:
-    """Saves to `<stem>_<counter>_.safetensors` with the first counter from `first` that no file
-    holds, claimed atomically: two processes saving with one prefix get two files."""
-    data = mask_file_bytes(mask)
-    counter = first
-    while True:
-        try:
-            return _write(Path(folder) / f"{stem}_{counter:05}_.safetensors", data, exclusive=True)
-        except FileExistsError:
-            counter += 1
-
-
-def _write(path: Path, data: bytes, exclusive: bool) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path.parent)
-    tmp = path.with_name(f"{path.name}.{secrets.token_hex(6)}.tmp")  # one per save: saves never share it
-    try:
-        with open(tmp, "xb") as handle:
-            handle.write(data)
-        if exclusive:
-            _link_new(tmp, path)
-        else:
-            os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    path = Path(path)
+    with _complete_temporary(path, mask_file_bytes(mask, extra_metadata), "path") as tmp:
+        os.replace(tmp, path)
     return path
 
 
-def _link_new(tmp: Path, path: Path) -> None:
-    """Gives the written file the name `path` atomically; FileExistsError where the name is taken."""
+def save_numbered_mask(mask: UnlearningMask, folder: str | Path, stem: str, first: int = 1,
+                       what: str = "filename_prefix") -> Path:
+    """Saves to `<stem>_<counter>_.safetensors` with the first counter from `first` that no file
+    holds, claimed atomically: two processes saving with one prefix get two files. The file is
+    written once; each taken counter costs one failed link."""
+    folder = Path(folder)
+    with _complete_temporary(folder / f"{stem}_{first:05}_.safetensors", mask_file_bytes(mask), what) as tmp:
+        counter = first
+        while True:
+            path = folder / f"{stem}_{counter:05}_.safetensors"
+            try:
+                _claim(tmp, path)
+                return path
+            except FileExistsError:
+                counter += 1
+
+
+@contextmanager
+def _complete_temporary(path: Path, data: bytes, what: str) -> Iterator[Path]:
+    """A private temporary beside `path` holding all of `data`, removed on exit however it ends;
+    the name is checked before any folder or file is made."""
+    check_file_name(path, what)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent)
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(TOKEN_BYTES)}.tmp")  # one per save: never shared
+    try:
+        with open(tmp, "xb") as handle:
+            handle.write(data)
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _claim(tmp: Path, path: Path) -> None:
+    """Gives the complete file `tmp` the name `path` if no file holds it, else FileExistsError.
+
+    A hard link claims name and content in one step. A file system without hard links (FAT,
+    some network shares) gets a claim file instead: saves of one name take it exclusively, look
+    whether the name is free and rename the content in, so the name never shows an empty or
+    partial file and two saves never take one number (a killed save's claim goes stale like a
+    temporary).
+    """
     try:
         os.link(tmp, path)
+        return
     except FileExistsError:
         raise
-    except OSError:  # a file system without hard links: claim the name first, then fill it
-        open(path, "xb").close()
+    except OSError:  # no hard links here
+        pass
+    claim = path.with_name(f"{path.name}.claim.tmp")
+    os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY))  # FileExistsError: another save holds it
+    try:
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, "taken", str(path))
         os.replace(tmp, path)
+    finally:
+        claim.unlink(missing_ok=True)
+
+
+def check_save_prefix(folder: str | Path, prefix: str) -> None:
+    """Refuses a save prefix (ComfyUI's convention: optional subfolders, then the file name's start;
+    a counter follows) that leaves the mask folder, names no file or could not be written in full,
+    before anything is made: ComfyUI's own helper would make its folders first."""
+    normal = os.path.normpath(prefix)
+    if os.path.isabs(normal) or normal == os.pardir or normal.startswith(os.pardir + os.sep):
+        raise FIAInputError(f"filename_prefix: {_quoted(prefix)} points outside the mask folder. Use a name inside "
+                            "it, such as fia/mask (subfolders are fine; no '..' and no leading '/').")
+    if os.path.basename(normal) in ("", os.curdir):
+        raise FIAInputError(f"filename_prefix: {_quoted(prefix)} names no file. Enter a name such as fia/mask.")
+    check_file_name(Path(folder) / f"{normal}_00001_.safetensors", "filename_prefix")  # the first number's name
+
+
+def check_file_name(path: Path, what: str) -> None:
+    """Refuses a file the save could not create in full, before any folder or file is made: a NUL,
+    characters the file system cannot store, a folder in the way that is a file, or a name or path
+    too long for the file system (counting the temporary the save writes first)."""
+    if "\0" in str(path):
+        raise FIAInputError(f"{what}: contains a NUL character (\\0), which no file name may hold. Remove it.")
+    try:
+        total = len(os.fsencode(path)) + TEMPORARY_SUFFIX
+    except UnicodeError:
+        raise FIAInputError(f"{what}: contains characters the file system cannot store (unpaired surrogates). "
+                            "Use ordinary letters, digits, '-', '_' and '/'.") from None
+    existing = path.parent
+    while not os.path.isdir(existing) and existing != existing.parent:
+        if os.path.lexists(existing):
+            raise FIAInputError(f"{what}: {_quoted(existing.name)} is a file, not a folder. Use another folder name.")
+        existing = existing.parent
+    name_max, path_max = (_limit(existing, "PC_NAME_MAX", 255), _limit(existing, "PC_PATH_MAX", 4096))
+    for part, extra in [(part, 0) for part in path.parent.parts] + [(path.name, TEMPORARY_SUFFIX)]:
+        size = len(os.fsencode(part)) + extra
+        if size > name_max:
+            which = "file name (with the counter, extension and temporary suffix the save adds)" if extra else \
+                "folder name"
+            raise FIAInputError(f"{what}: the {which} {_quoted(part)} is {size} bytes; this file system allows "
+                                f"{name_max}. Shorten it by at least {size - name_max} bytes.")
+    if total >= path_max:
+        raise FIAInputError(f"{what}: the file's whole path would be {total:,} bytes; this file system allows "
+                            f"{path_max - 1:,}. Use fewer or shorter folders (at least {total - path_max + 1:,} "
+                            "bytes shorter).")
+
+
+def _limit(folder: Path, name: str, default: int) -> int:
+    try:
+        return os.pathconf(folder, name)
+    except (OSError, ValueError):  # not reported on this system
+        return default
+
+
+def _quoted(text: str | Path) -> str:
+    text = str(text)
+    return repr(text if len(text) <= 40 else f"{text[:37]}...")
 
 
 def remove_stale_temporaries(folder: Path) -> None:

@@ -92,6 +92,14 @@ class UnlearningMask:
         return flat.view(layer.shape)
 
 
+def check_has_layers(what: str, layers: list[FFLayer]) -> None:
+    """A mask with no layers names no layer kind and changes nothing. Loading refuses such a file,
+    but the Python API can build one: refused by name, not with an IndexError."""
+    if not layers:
+        raise FIAInputError(f"{what}: it lists no layers, so it would change nothing. Use a mask computed on a "
+                            "model (FIA Fuse Masks, FIA Unlearn or FIA Load Mask).")
+
+
 def check_layers_match(
     what: str, architecture: str, layers: list[FFLayer], target_architecture: str, target_layers: list[FFLayer],
     target_name: str = "model",
