@@ -1,7 +1,7 @@
 # The README's two commands: `make demo` (main job) and `make test` (tests).
 PY := .venv/bin/python
 
-.PHONY: env browser-env test unit lint demo bench-perf bench-efficacy clean
+.PHONY: env browser-env emoji-data test unit lint demo bench-perf bench-efficacy clean
 
 env:
 	./scripts/provision.sh
@@ -9,15 +9,19 @@ env:
 browser-env:
 	./scripts/provision-browser.sh
 
+# EmojiWorld's images: npm packages fetched by name, checked (SHA-256) and rendered to .cache/emojiworld/
+emoji-data: env
+	$(PY) -m toyworld.emoji.data
+
 lint: env
 	$(PY) -m ruff check .
 
 # the whole suite once per ComfyUI version: 0.3.75, and each tree in ../shared/comfyui/ (scripts/test.sh)
-test: env browser-env lint
+test: env browser-env emoji-data lint
 	./scripts/test.sh
 
 # quick loop: unit and node tests only (no server, browser or lint)
-unit: env
+unit: env emoji-data
 	FIA_E2E=0 FIA_BROWSER=0 $(PY) -m pytest -q
 
 demo: env

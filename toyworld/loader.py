@@ -25,11 +25,10 @@ from .text import ToyTextEncoder  # noqa: E402
 from .world import SIZE as world_size  # noqa: E402
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-V2_WEIGHTS = WEIGHTS_DIR / "toyworld.safetensors"
 V3_WEIGHTS = WEIGHTS_DIR / "toyworld_v3.safetensors"
-# The newest model shipped: v3 (world version 3, 48x8x8 latent, width 96) once its weights are
-# committed, else v2. Each file's metadata says which world, latent and widths it was built for.
-DEFAULT_WEIGHTS = V3_WEIGHTS if V3_WEIGHTS.exists() else V2_WEIGHTS
+# The shapes world's model (world version 3, 48x8x8 latent, width 96); the v2 model's weights are
+# no longer shipped (its figures stay in the docs). Each file's metadata says what to build.
+DEFAULT_WEIGHTS = V3_WEIGHTS
 
 Conditioning = list[list[Any]]
 TEXT_PREFIX = "text_encoder."  # a model file's text-encoder tensors (EmojiWorld's), beside the UNet's

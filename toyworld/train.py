@@ -114,11 +114,15 @@ def export_checkpoint(state: Path, out: Path) -> None:
 
 def load_state(path: Path, unet: torch.nn.Module, ema: dict[str, torch.Tensor],
                opt: torch.optim.Optimizer) -> int:
+    """Continue from a resume state (bit for bit), an exported checkpoint or a weights file that
+    records its step (both EMA only: the weights restart from it and Adam's moments are rebuilt)."""
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
         step = int(f.metadata()["step"])
     tensors = load_file(str(path))
+    if not any(k.startswith("ema.") for k in tensors):  # a weights file: its tensors are the EMA
+        tensors = {"ema." + k: v for k, v in tensors.items() if not k.startswith("text_encoder.")}
     with torch.no_grad():
         for n, p in unet.named_parameters():
             p.copy_(tensors.get("model." + n, tensors["ema." + n]))  # a committed checkpoint holds EMA only

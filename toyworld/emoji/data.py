@@ -2,8 +2,8 @@
 
 No emoji image is in git. `python -m toyworld.emoji.data` (or `make emoji-data`) fetches the
 pinned npm tarballs with `npm pack`, checks each SHA-256, unpacks them under `.cache/emojiworld/`
-and renders every base emoji in every style to one uint8 safetensors file (`renders.safetensors`,
-about 140 MB). Everything that needs the images calls `load_renders()`, which names the missing
+and renders every base emoji in every style (drawn at 64 px, stored at the 32 and 16 px the world
+uses) to one uint8 safetensors file (`renders.safetensors`, 35 MB). Everything that needs the images calls `load_renders()`, which names the missing
 package and the command when the cache is not there.
 
 Styles (`STYLES`): Twemoji (the world's default look, never named in a prompt), Noto, OpenMoji
@@ -31,7 +31,10 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("EMOJIWORLD_CACHE", REPO / ".cache" / "emojiworld"))
 RENDERS = "renders.safetensors"
-RENDER_SIZE = 64  # stored resolution; the world draws at 32 (objects on scenes need the detail)
+FORMAT = "emojiworld-renders-v2"  # v2: stored at the sizes the world draws (32 and 16 px)
+RENDER_SIZE = 64  # drawn at this size, then area-averaged down to what the world uses:
+SIZE = 32  # the world's image size
+PLACED = 16  # an object on a scene is drawn this many pixels wide
 FIT = 0.875  # an object's visible box fills this share of the tile (OpenMoji draws with a wide margin)
 
 
@@ -179,15 +182,20 @@ def _fit(img, size: int, fit: float):
 
 
 def _svg(data: bytes, size: int):
-    import cairosvg
     from PIL import Image
+
+    try:
+        import cairosvg
+    except OSError as err:  # the Python package is there, Debian's cairo library is not
+        raise EmojiDataMissing(f"rasterising SVG needs libcairo2 ({err}): apt-get install libcairo2") from err
 
     png = cairosvg.svg2png(bytestring=data, output_width=2 * size, output_height=2 * size)
     return Image.open(io.BytesIO(png))
 
 
 def render(tarballs: dict[str, Path], size: int = RENDER_SIZE) -> tuple[list[Concept], dict[str, torch.Tensor]]:
-    """Every concept in every style: [N, S, size, size, 4] uint8 RGBA, and which exist [N, S]."""
+    """Every concept in every style at SIZE ([N, S, SIZE, SIZE, 4] uint8 RGBA), in the default look
+    at PLACED for scenes ([N, PLACED, PLACED, 4]), and which drawings exist ([N, S])."""
     from PIL import Image
 
     concepts = catalogue(tarballs)
@@ -218,33 +226,69 @@ def render(tarballs: dict[str, Path], size: int = RENDER_SIZE) -> tuple[list[Con
                 return _svg(raw, size)
         return None
 
-    objects = np.zeros((len(concepts), len(STYLES), size, size, 4), np.uint8)
-    present = np.zeros((len(concepts), len(STYLES)), bool)
+    drawn = np.zeros((len(concepts), len(STYLES), size, size, 4), np.uint8)
     for i, c in enumerate(concepts):
         for s, style in enumerate(STYLES):
             img = image_of(style, c)
-            if img is None:
-                continue
-            # a scene fills the tile as drawn; an object is cropped and centred
-            tile = img.convert("RGBA").resize((size, size), Image.LANCZOS) if c.code in SCENE_CODES else _fit(img, size, FIT)
-            objects[i, s] = np.asarray(tile)
-            present[i, s] = True
-    return concepts, {"objects": torch.from_numpy(objects), "present": torch.from_numpy(present)}
+            if img is not None:
+                # a scene fills the tile as drawn; an object is cropped and centred
+                scene = c.code in SCENE_CODES
+                drawn[i, s] = np.asarray(img.convert("RGBA").resize((size, size), Image.LANCZOS) if scene
+                                         else _fit(img, size, FIT))
+    drawn_t = torch.from_numpy(drawn)
+    return concepts, {
+        "objects": _to_uint8(area_resize(drawn_t, SIZE)),
+        "placed": _to_uint8(area_resize(drawn_t[:, STYLES.index(DEFAULT_STYLE)], PLACED)),
+        # a drawing that shows nothing (OpenMoji's line-art "new button" is white on nothing) is absent
+        "present": drawn_t[..., 3].flatten(2).amax(-1) > 0,
+    }
+
+
+def area_resize(rgba: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 RGBA [..., H, W, 4] -> float RGBA [..., size, size, 4] in [0, 1], averaged with
+    premultiplied alpha (colours of transparent pixels do not bleed into edges)."""
+    shape = rgba.shape[:-3]
+    x = rgba.reshape(-1, *rgba.shape[-3:]).float().div(255).movedim(-1, 1)
+    premult = torch.cat([x[:, :3] * x[:, 3:], x[:, 3:]], 1)
+    small = torch.nn.functional.interpolate(premult, size=(size, size), mode="area")
+    alpha = small[:, 3:]
+    rgb = torch.where(alpha > 1e-6, small[:, :3] / alpha.clamp_min(1e-6), torch.zeros_like(small[:, :3]))
+    return torch.cat([rgb, alpha], 1).movedim(1, -1).reshape(*shape, size, size, 4)
+
+
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    return (x * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+def _pins() -> str:
+    return json.dumps({p.name: {"version": p.version, "sha256": p.sha256} for p in PACKAGES.values()})
+
+
+def is_current(cache: Path = CACHE) -> bool:
+    """Whether the cached renders were made from the pinned packages by this renderer."""
+    from safetensors import safe_open
+
+    path = cache / RENDERS
+    if not path.exists():
+        return False
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    return meta.get("format") == FORMAT and meta.get("packages") == _pins()
 
 
 def build(cache: Path = CACHE) -> Path:
-    """Fetch, check and render: the one provisioning step. Idempotent."""
+    """Fetch, check and render: the one provisioning step."""
     from safetensors.torch import save_file
 
     out = cache / RENDERS
     tarballs = fetch(cache)
     concepts, tensors = render(tarballs)
     meta = {
-        "format": "emojiworld-renders-v1",
+        "format": FORMAT,
         "concepts": json.dumps([asdict(c) for c in concepts]),
         "styles": json.dumps(STYLES),
         "scenes": json.dumps(SCENE_CODES),
-        "packages": json.dumps({p.name: {"version": p.version, "sha256": p.sha256} for p in PACKAGES.values()}),
+        "packages": _pins(),
     }
     tmp = out.with_suffix(".tmp")
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), meta)
@@ -255,7 +299,8 @@ def build(cache: Path = CACHE) -> Path:
 @dataclass(frozen=True)
 class Renders:
     concepts: tuple[Concept, ...]
-    objects: torch.Tensor  # [N, S, 64, 64, 4] uint8
+    objects: torch.Tensor  # [N, S, SIZE, SIZE, 4] uint8 RGBA
+    placed: torch.Tensor  # [N, PLACED, PLACED, 4] uint8 RGBA, the default look
     present: torch.Tensor  # [N, S] bool
 
 
@@ -272,14 +317,15 @@ def load_renders(cache: Path = CACHE) -> Renders:
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
         concepts = tuple(Concept(**{**c, "tags": tuple(c["tags"])}) for c in json.loads(meta["concepts"]))
-        return Renders(concepts, f.get_tensor("objects"), f.get_tensor("present"))
+        return Renders(concepts, f.get_tensor("objects"), f.get_tensor("placed"), f.get_tensor("present"))
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", type=Path, default=CACHE)
+    ap.add_argument("--force", action="store_true", help="render again even when the cache is current")
     a = ap.parse_args(argv)
-    path = build(a.cache)
+    path = a.cache / RENDERS if is_current(a.cache) and not a.force else build(a.cache)
     r = load_renders(a.cache)
     print(f"{path}: {len(r.concepts)} concepts x {len(STYLES)} styles, "
           f"{int(r.present.sum())} images ({', '.join(f'{s} {int(n)}' for s, n in zip(STYLES, r.present.sum(0)))})")

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import STYLES
-from .world import PLACED, SIZE, EmojiWorld, Scene
+from .data import PLACED, SIZE, STYLES
+from .world import EmojiWorld, Scene
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "emoji_reader.safetensors"
 
@@ -140,7 +140,7 @@ class TemplateReader:
                     owner.append(k)
         self.tiles = self._prepare(torch.stack(tiles))  # [M, 3*SIZE*SIZE], blurred, centred, unit norm
         self.owner = torch.tensor(owner)
-        small = world._small[list(concepts)]  # [K, PLACED, PLACED, 4]
+        small = world.placed_drawings[list(concepts)]  # [K, PLACED, PLACED, 4]
         alpha = small[..., 3:].movedim(-1, 1)  # [K, 1, P, P]
         # blurred premultiplied colour and blurred coverage: compositing then blurring, to first order
         self.placed_paint = _blur(alpha * small[..., :3].movedim(-1, 1), sigma)

@@ -26,10 +26,8 @@ from functools import cached_property
 
 import torch
 
-from .data import DEFAULT_STYLE, SCENE_CODES, STYLES, Renders
+from .data import PLACED, SCENE_CODES, SIZE, STYLES, Renders
 
-SIZE = 32
-PLACED = 16  # an object on a scene is drawn this many pixels wide, at a random position
 NAMED_STYLES = STYLES[1:]
 ON_PLACE_TEMPLATES = ("a {c} in a {p}", "a {c} near the {p}")
 STYLE_TEMPLATE = "a {c} in {s} style"
@@ -118,13 +116,15 @@ class EmojiWorld:
     # -- images ----------------------------------------------------------------------------
     @cached_property
     def _tiles(self) -> torch.Tensor:
-        """Every concept in every style on white at SIZE, float [N, S, SIZE, SIZE, 3] in [0, 1]."""
-        return _on_white(_resize(self.renders.objects, SIZE))
+        """Every concept in every style on white, float [N, S, SIZE, SIZE, 3] in [0, 1]."""
+        rgba = self.renders.objects.float() / 255
+        alpha = rgba[..., 3:]
+        return alpha * rgba[..., :3] + (1 - alpha)
 
     @cached_property
-    def _small(self) -> torch.Tensor:
+    def placed_drawings(self) -> torch.Tensor:
         """Every concept in the default look at PLACED pixels, RGBA float [N, PLACED, PLACED, 4]."""
-        return _resize(self.renders.objects[:, STYLES.index(DEFAULT_STYLE)], PLACED)
+        return self.renders.placed.float() / 255
 
     def has_style(self, concept: int, style: int) -> bool:
         return bool(self.renders.present[concept, style])
@@ -135,7 +135,7 @@ class EmojiWorld:
             return self._tiles[scene.concept, scene.style].clone()
         image = self._tiles[self.places[scene.place], 0].clone()
         y, x = offset
-        obj = self._small[scene.concept]
+        obj = self.placed_drawings[scene.concept]
         alpha = obj[..., 3:]
         region = image[y:y + PLACED, x:x + PLACED]
         image[y:y + PLACED, x:x + PLACED] = alpha * obj[..., :3] + (1 - alpha) * region
@@ -172,22 +172,6 @@ class EmojiWorld:
         empty = (torch.rand(n, generator=gen) < p_empty).tolist()
         prompts = ["" if e else self.prompt(s) for s, e in zip(scenes, empty)]
         return images, prompts, scenes
-
-
-def _resize(rgba: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 RGBA [..., H, W, 4] -> float RGBA [..., size, size, 4], alpha-premultiplied area resize."""
-    shape = rgba.shape[:-3]
-    x = rgba.reshape(-1, *rgba.shape[-3:]).float().div(255).movedim(-1, 1)
-    premult = torch.cat([x[:, :3] * x[:, 3:], x[:, 3:]], 1)
-    small = torch.nn.functional.interpolate(premult, size=(size, size), mode="area")
-    alpha = small[:, 3:]
-    rgb = torch.where(alpha > 1e-6, small[:, :3] / alpha.clamp_min(1e-6), torch.zeros_like(small[:, :3]))
-    return torch.cat([rgb, alpha], 1).movedim(1, -1).reshape(*shape, size, size, 4)
-
-
-def _on_white(rgba: torch.Tensor) -> torch.Tensor:
-    alpha = rgba[..., 3:]
-    return alpha * rgba[..., :3] + (1 - alpha)
 
 
 def concept_subset(world: EmojiWorld, n: int, seed: int = 0) -> list[int]:

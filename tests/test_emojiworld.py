@@ -1,0 +1,218 @@
+"""EmojiWorld: provisioning (checksums, refusals), world semantics, readers' floors, the loader
+through ComfyUI, and sampling the committed model. Needs `make emoji-data` (make test runs it)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from toyworld.emoji import data
+from toyworld.emoji.data import PLACED
+from toyworld.emoji.world import HARMFUL_CODES, IMAGENETTE, EmojiWorld, Scene, concept_subset, words_of
+
+WEIGHTS = Path(__file__).parents[1] / "toyworld" / "weights"
+MODEL = WEIGHTS / "emojiworld.safetensors"
+READER = WEIGHTS / "emoji_reader.safetensors"
+
+
+@pytest.fixture(scope="module")
+def renders() -> data.Renders:
+    return data.load_renders()
+
+
+@pytest.fixture(scope="module")
+def world(renders) -> EmojiWorld:
+    return EmojiWorld(renders)
+
+
+# --- provisioning ---------------------------------------------------------------------------
+
+def test_fetched_packages_match_their_pinned_checksums() -> None:
+    tarballs = data.fetch()  # everything cached: hashes each tarball, fetches nothing
+    assert set(tarballs) == set(data.PACKAGES)
+    for name, path in tarballs.items():
+        assert data._sha256(path) == data.PACKAGES[name].sha256
+
+
+def test_a_tampered_package_is_refused_and_set_aside(tmp_path: Path) -> None:
+    pkgs = tmp_path / "packages"
+    pkgs.mkdir()
+    for pkg in data.PACKAGES.values():
+        shutil.copy(data.CACHE / "packages" / pkg.tarball, pkgs / pkg.tarball)
+    victim = pkgs / data.PACKAGES["openmoji"].tarball
+    with victim.open("r+b") as f:
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(data.EmojiDataMissing, match=r"openmoji-17\.0\.0\.tgz: SHA-256 .* is not the pinned"):
+        data.fetch(tmp_path)
+    assert not victim.exists() and victim.with_suffix(".tgz.bad").exists()
+
+
+def test_missing_data_names_the_packages_and_the_command(tmp_path: Path) -> None:
+    with pytest.raises(data.EmojiDataMissing) as err:
+        data.load_renders(tmp_path)
+    message = str(err.value)
+    for pkg in data.PACKAGES.values():
+        assert pkg.tarball in message
+    assert "make emoji-data" in message
+
+
+def test_renders_cover_every_base_emoji_in_every_style(renders) -> None:
+    assert len(renders.concepts) == 1623
+    assert renders.objects.shape == (1623, len(data.STYLES), data.SIZE, data.SIZE, 4)
+    assert renders.placed.shape == (1623, data.PLACED, data.PLACED, 4)
+    per_style = renders.present.sum(0).tolist()
+    # Fluent by name (emoji-data.md); OpenMoji's line-art "new button" draws nothing
+    assert per_style == [1623, 1623, 1623, 1622, 1543]
+    visible = renders.objects[..., 3].flatten(2).amax(-1) > 0  # [N, S]
+    assert torch.equal(visible, renders.present)  # no empty drawing counted as present
+    categories = {c.category for c in renders.concepts}
+    assert "Flags" not in categories and len(categories) == 8
+
+
+# --- world semantics ------------------------------------------------------------------------
+
+def test_a_base_prompt_image_holds_no_concept(world: EmojiWorld) -> None:
+    """The objects preset's base `a {place}` is the scene alone; the concept changes only its own
+    window; the art preset's base `a {name}` is the unnamed default look, never a named style."""
+    dog, cityscape = world.index[IMAGENETTE["English springer"]], world.places.index(world.index["1F3D9"])
+    base = world.draw(Scene(world.places[cityscape]))
+    with_dog = world.draw(Scene(dog, 0, cityscape), offset=(4, 10))
+    changed = (with_dog - base).abs().amax(-1) > 0
+    assert changed.any()
+    ys, xs = torch.nonzero(changed, as_tuple=True)
+    assert ys.min() >= 4 and ys.max() < 4 + PLACED and xs.min() >= 10 and xs.max() < 10 + PLACED
+    assert world.prompt(Scene(world.places[cityscape])) == "a cityscape"
+    assert world.prompt(Scene(dog, 0, cityscape)) in world.on_place_prompts(dog, cityscape)
+    default = world.draw(Scene(dog))
+    assert world.prompt(Scene(dog)) == "a dog" and world.prompt(Scene(dog, 2)) == "a dog in openmoji style"
+    for style in range(1, 5):
+        assert not torch.allclose(default, world.draw(Scene(dog, style)), atol=0.05)
+    blank = torch.ones(32, 32, 3)
+    assert (default - blank).abs().amax() > 0.5  # alone: a drawing on white
+
+
+def test_training_prompts_name_exactly_what_the_image_shows(world: EmojiWorld) -> None:
+    images, prompts, scenes = world.batch(11, 400)
+    again = world.batch(11, 400)
+    assert torch.equal(images, again[0]) and prompts == again[1]
+    empty = sum(p == "" for p in prompts)
+    assert 20 <= empty <= 70  # 10 % unconditional
+    tagged = 0
+    for prompt, scene in zip(prompts, scenes):
+        if not prompt:
+            continue
+        assert prompt == world.prompt(scene)
+        if scene.word is not None:
+            tagged += 1
+            assert scene.word in world.tags[scene.concept]
+        if scene.style:
+            assert prompt.endswith(f"in {data.STYLES[scene.style]} style") and world.has_style(scene.concept, scene.style)
+        else:
+            assert not any(w in words_of(prompt) for w in data.STYLES)
+    assert tagged > 20
+
+
+def test_tags_are_synonyms_of_one_concept_only(world: EmojiWorld) -> None:
+    owners: dict[str, int] = {}
+    for concept, tags in world.tags.items():
+        for tag in tags:
+            assert tag in world.concepts[concept].tags
+            assert not set(words_of(tag)) & set(words_of(world.name(concept)))
+            assert owners.setdefault(tag, concept) == concept
+    vocabulary = set(world.vocabulary)
+    for i in range(len(world.concepts)):
+        assert set(words_of(world.name(i))) <= vocabulary
+
+
+def test_concept_subset_keeps_benchmark_concepts_and_every_category(world: EmojiWorld) -> None:
+    subset = concept_subset(world, 480, 0)
+    assert subset == concept_subset(world, 480, 0) and subset != concept_subset(world, 480, 1)
+    assert 470 <= len(subset) <= 490
+    for code in (*IMAGENETTE.values(), *HARMFUL_CODES):
+        assert world.index[code] in subset
+    assert set(world.places) <= set(subset)
+    assert {world.concepts[i].category for i in subset} == {c.category for c in world.concepts}
+
+
+# --- readers --------------------------------------------------------------------------------
+
+def _held_out(world_subset: EmojiWorld, strength: float, n: int):
+    from toyworld.emoji.train_readers import HELD_OUT_SEED, labelled_batch
+
+    return labelled_batch(world_subset, HELD_OUT_SEED + 17 + int(strength), n, strength)
+
+
+@pytest.fixture(scope="module")
+def reader():
+    from toyworld.emoji.readers import load_reader
+
+    return load_reader(READER)
+
+
+@pytest.fixture(scope="module")
+def reader_world(renders, reader) -> EmojiWorld:
+    full = EmojiWorld(renders)
+    return EmojiWorld(renders, [full.index[c] for c in reader.concepts])
+
+
+@pytest.mark.parametrize("strength", [0.0, 1.0])
+def test_cnn_reader_floor_on_held_out_renders(reader, reader_world, strength: float) -> None:
+    images, concept, style, places = _held_out(reader_world, strength, 400)
+    c_prob, s_prob = reader.read(images)
+    assert (c_prob.argmax(1) == concept).float().mean() >= 0.97
+    alone = places < 0
+    assert (s_prob.argmax(1) == style)[alone].float().mean() >= 0.97
+
+
+def test_template_reader_reads_clean_renders_and_empty_scenes(reader_world: EmojiWorld) -> None:
+    from toyworld.emoji.readers import TemplateReader
+
+    template = TemplateReader(reader_world, reader_world.trained)
+    images, concept, _, places = _held_out(reader_world, 0.0, 120)
+    alone = places < 0
+    assert (template.read(images[alone]) == concept[alone]).float().mean() >= 0.97
+    assert (template.read(images[~alone], places[~alone]) == concept[~alone]).float().mean() >= 0.9
+    empty = torch.stack([reader_world.draw(Scene(reader_world.places[p])) for p in range(3)])
+    assert torch.isinf(template.placed_scores(empty, torch.arange(3))).all()
+
+
+# --- the model through ComfyUI --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def emoji_model():
+    from toyworld.loader import load_toyworld
+
+    return load_toyworld(MODEL)
+
+
+def test_loader_builds_the_sd15_layout_with_its_text_encoder(emoji_model, engine) -> None:
+    import comfy.model_patcher
+
+    model = emoji_model.patcher.model
+    assert isinstance(emoji_model.patcher, comfy.model_patcher.ModelPatcher)
+    spec = engine.architecture_of(model.model_config)
+    layers = engine.discover_ff_layers(model.diffusion_model, spec)
+    assert spec.family == "SD1.x" and len(layers) == 16
+    assert all(layer.path.endswith("ff.net.2") for layer in layers)
+    meta = json.loads(emoji_model.metadata["text_encoder"])
+    context = emoji_model.encoder(["a dog in noto style", "a dog"])
+    assert context.shape == (2, 77, meta["dim"])
+    assert torch.equal(context[0, :3], context[1, :3])  # causal: <bos> a dog see the same words
+    assert not torch.allclose(context[0, 3], context[1, 3])  # "in" after "a dog" against <eos>
+    codes = json.loads(emoji_model.metadata["concepts"])
+    assert IMAGENETTE["parachute"] in codes and len(codes) >= 400
+
+
+def test_committed_model_samples_deterministically(emoji_model) -> None:
+    a = emoji_model.generate(["a parachute in a cityscape", "a dog"], [3, 4], steps=4)
+    b = emoji_model.generate(["a parachute in a cityscape", "a dog"], [3, 4], steps=4)
+    assert a.shape == (2, 32, 32, 3) and torch.isfinite(a).all()
+    assert torch.equal(a, b)
+    assert not torch.equal(a[0], a[1])
