@@ -45,7 +45,7 @@ run() {
 }
 for target in "${targets[@]}"; do
     read -r tree python <<<"$target"
-    run "$tree" "$python" "whole suite" comfyui "$@"
+    run "$tree" "$python" "${*:-whole suite}" comfyui "$@"
 done
 
 newest_frontend=$PWD/.comfyui/frontend-$NEWEST_FRONTEND
