@@ -1,8 +1,8 @@
 """Draws each example workflow's thumbnail, workflows/<name>.jpg: the picture the template browser shows
 for it (frontends 1.49 and later ask for `<name>.jpg` beside the JSON and show a grey placeholder without
 one). The picture is the graph as the real frontend draws it, in headless Chromium on a ComfyUI server with
-the pack installed: the newest frontend and tree the tests have (`make thumbnails` picks them), the graph
-but its Note fitted to a square, saved as a JPEG of at most 80 kB.
+the pack installed: the newest frontend and tree the tests have (`make thumbnails` picks them), its FIA
+nodes centred in an 800-pixel square at zoom 1 or less with what fits around them, as a JPEG of at most 80 kB.
 
 The server lists empty files under the model names the workflows use, so the picture shows the graph a
 user with those files sees (no missing-model warning); nothing is run. Re-run after changing a workflow;
