@@ -1,7 +1,7 @@
 # The README's two commands: `make demo` (main job) and `make test` (tests).
 PY := .venv/bin/python
 
-.PHONY: env browser-env emoji-data test unit lint demo bench-perf bench-efficacy clean
+.PHONY: env browser-env emoji-data test unit lint demo thumbnails bench-perf bench-efficacy clean
 
 env:
 	./scripts/provision.sh
@@ -26,6 +26,10 @@ unit: env emoji-data
 
 demo: env
 	$(PY) -m toyworld.demo
+
+# workflows/<name>.jpg, the template browser's pictures: each graph in the newest frontend (re-run after editing one)
+thumbnails: env browser-env
+	./scripts/make-thumbnails.sh
 
 bench-perf: env
 	$(PY) bench/perf.py

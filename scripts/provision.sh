@@ -7,6 +7,9 @@
 #                              needs) in a venv layered over .venv: .venv's site-packages come after its
 #                              own, so torch is shared (one 6 GB build, not two) and only the differences
 #                              are installed
+#   .comfyui/frontend-<v>/     the newest web frontend on PyPI (NEWEST_FRONTEND in comfyui-versions.sh),
+#                              its package alone (static files, no dependencies): test.sh puts it in
+#                              front of the newest tree's venv for one more run of the browser suite
 # Set COMFYUI_PATH to use your own ComfyUI checkout instead of the vendored one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,3 +69,12 @@ fi
         touch "$vstamp"
     fi
 done
+
+# The newest frontend, in a folder of its own (pip --target, no dependencies, no second torch).
+frontend=.comfyui/frontend-$NEWEST_FRONTEND
+if [ ! -f "$frontend/.provisioned" ]; then
+    rm -rf "$frontend" && mkdir -p .comfyui
+    .venv/bin/python -m pip install -q --no-deps --target "$frontend" \
+        "comfyui-frontend-package==$NEWEST_FRONTEND" 2>&1 | quiet
+    touch "$frontend/.provisioned"
+fi

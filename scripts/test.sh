@@ -4,6 +4,9 @@
 # from ../shared/comfyui/ (.comfyui/ComfyUI-<v>, .comfyui/venv-<v>). With COMFYUI_PATH set, only that
 # checkout (FIA_TEST_PYTHON names its interpreter; default .venv). Ends with one pytest summary line
 # per version; exits non-zero if any version failed. Extra arguments go to every pytest run.
+# Then the browser suite alone once more, on the newest frontend from PyPI (NEWEST_FRONTEND, provisioned in
+# .comfyui/frontend-<v>/ and laid in front of the interpreter's own through PYTHONPATH), served by the
+# last (newest) tree above: what users run today, for about a minute more.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/comfyui-versions.sh
@@ -24,17 +27,36 @@ fi
 mkdir -p out/test
 summaries=()
 status=0
-for target in "${targets[@]}"; do
-    read -r tree python <<<"$target"
+# run <tree> <python> <what> <log name> [pytest arguments]: one pytest run, its summary line kept
+run() {
+    local tree=$1 python=$2 what=$3 name=$4 version frontend log start code wall
+    shift 4
     version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$tree/comfyui_version.py")
-    log=out/test/pytest-comfyui-$version.log
-    echo "=== ComfyUI $version ($tree, $python) ==="
+    frontend=$("$python" -c "import importlib.metadata as m; print(m.version('comfyui-frontend-package'))" \
+        2>/dev/null || echo none)
+    log=out/test/pytest-$name-$version.log
+    echo "=== ComfyUI $version, frontend $frontend, $what ($tree, $python) ==="
     start=$(date +%s)
     COMFYUI_PATH=$tree "$python" -m pytest -q "$@" 2>&1 | tee "$log"
     code=${PIPESTATUS[0]}
     [ "$code" -eq 0 ] || status=1
-    summaries+=("ComfyUI $version: $(tail -n 1 "$log") [wall $(( $(date +%s) - start )) s, exit $code]")
+    wall=$(( $(date +%s) - start ))
+    summaries+=("ComfyUI $version, frontend $frontend, $what: $(tail -n 1 "$log") [wall $wall s, exit $code]")
+}
+for target in "${targets[@]}"; do
+    read -r tree python <<<"$target"
+    run "$tree" "$python" "${*:-whole suite}" comfyui "$@"
 done
+
+newest_frontend=$PWD/.comfyui/frontend-$NEWEST_FRONTEND
+if [ -f "$newest_frontend/.provisioned" ]; then
+    read -r tree python <<<"${targets[-1]}"
+    PYTHONPATH=$newest_frontend${PYTHONPATH:+:$PYTHONPATH} run "$tree" "$python" "browser suite" \
+        "frontend-$NEWEST_FRONTEND-comfyui" tests/browser "$@"
+else
+    echo "no $newest_frontend: run scripts/provision.sh to test the browser suite on frontend $NEWEST_FRONTEND"
+    status=1
+fi
 echo
 printf '%s\n' "${summaries[@]}"
 exit $status

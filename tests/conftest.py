@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import sys
 
@@ -19,8 +20,13 @@ PACK_NAME = "fia_pack"
 
 
 def pytest_report_header(config):
-    """Which ComfyUI this run imports (COMFYUI_PATH picks it; `make test` runs each version)."""
-    return f"ComfyUI {comfyui_version()} at {comfyui_path()}"
+    """Which ComfyUI and web frontend this run uses (COMFYUI_PATH picks the one, the interpreter's packages
+    the other; `make test` runs each version)."""
+    try:
+        frontend = importlib.metadata.version("comfyui-frontend-package")
+    except importlib.metadata.PackageNotFoundError:
+        frontend = "none"
+    return f"ComfyUI {comfyui_version()} at {comfyui_path()}, frontend {frontend}"
 
 
 def load_pack():

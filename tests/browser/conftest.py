@@ -7,10 +7,12 @@ Needs /usr/bin/chromium (scripts/provision-browser.sh). FIA_BROWSER=0 skips this
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.resources
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,20 +42,40 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="session")
-def frontend_server(tmp_path_factory) -> Iterator[ComfyServer]:
+def frontend_version() -> str:
+    """The frontend under test: the `comfyui-frontend-package` this interpreter imports (scripts/test.sh
+    lays the newest one from PyPI in front of the newest tree's own for one extra run)."""
+    return importlib.metadata.version("comfyui-frontend-package")
+
+
+def start_frontend_server(base: Path, models: dict[str, Path] | None = None) -> ComfyServer:
+    """A ComfyUI server in `base` that serves the frontend under test, with `models` ("<models subfolder>/
+    <name>": file) linked into its models folder: by default the test checkpoint and LoRA."""
     import comfyui_frontend_package
 
-    base = tmp_path_factory.mktemp("comfyui-browser")
+    base.mkdir(parents=True, exist_ok=True)
     (base / "frontend").symlink_to(Path(str(importlib.resources.files(comfyui_frontend_package) / "static")))
-    for folder, path in zip(("checkpoints", "loras"), ensure_models(CACHE_DIR)):
-        (base / "models" / folder).mkdir(parents=True, exist_ok=True)
-        (base / "models" / folder / path.name).symlink_to(path)
+    if models is None:
+        checkpoint, lora = ensure_models(CACHE_DIR)
+        models = {f"checkpoints/{checkpoint.name}": checkpoint, f"loras/{lora.name}": lora}
+    for name, target in models.items():
+        (base / "models" / name).parent.mkdir(parents=True, exist_ok=True)
+        (base / "models" / name).symlink_to(target)
     server = start_server(comfyui_path(), REPO, base)
     try:
         for setting, value in USER_SETTINGS.items():
             status, _ = server.request("POST", f"/settings/{setting}", value)
             assert status == 200, f"could not store setting {setting}"
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def frontend_server(tmp_path_factory) -> Iterator[ComfyServer]:
+    server = start_frontend_server(tmp_path_factory.mktemp("comfyui-browser"))
+    try:
         yield server
     finally:
         server.stop()
@@ -104,19 +126,26 @@ class Editor:
         return path
 
 
-@pytest.fixture(scope="package")
-def editor(frontend_server) -> Iterator[Editor]:
+@contextmanager
+def chromium_page(server: ComfyServer, viewport: dict | None = None) -> Iterator[Editor]:
+    """Headless Chromium on the server's editor, as a returning user opens it."""
     assert CHROMIUM.exists(), "no /usr/bin/chromium: run scripts/provision-browser.sh (make test does)"
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport=VIEWPORT)
+            page = browser.new_page(viewport=viewport or VIEWPORT)
             page.add_init_script(RETURNING_USER)
             page.set_default_timeout(60_000)
-            editor = Editor(page, frontend_server)
+            editor = Editor(page, server)
             editor.open()
             yield editor
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="package")
+def editor(frontend_server) -> Iterator[Editor]:
+    with chromium_page(frontend_server) as editor:
+        yield editor

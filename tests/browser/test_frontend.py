@@ -1,6 +1,8 @@
 """The pack as a user meets it: the real ComfyUI frontend in Chromium loads every shipped workflow
 without missing nodes or widget errors, runs one from the Run button with progress arriving over
-the websocket, and shows the FIA nodes with their tooltips. Screenshots go to out/screenshots/.
+the websocket, shows the FIA nodes with their tooltips, and lists the workflows as templates with their
+pictures. Screenshots go to out/screenshots/. Complaints are read by structure and role, never by a
+message's wording, which changes between frontend releases.
 """
 
 from __future__ import annotations
@@ -8,19 +10,24 @@ from __future__ import annotations
 import copy
 import json
 import math
-import re
 import time
+import urllib.parse
 
 import pytest
-from e2e.runner import WORKFLOW_FILES, fast_overrides, load_ui
+from e2e.runner import WORKFLOW_FILES, WORKFLOWS_DIR, fast_overrides, load_ui
+from e2e.server import PACK_FOLDER
 from e2e.workflow_api import WorkflowError, to_api
+from PIL import Image
+
+from browser.conftest import frontend_version
 
 QUEUED_WORKFLOW = "01_forget_artist_styles.json"  # five concepts: a chart with something kept
 FILE_INPUTS = {"ckpt_name", "lora_name", "mask_name"}  # the user picks their own file: not a widget error
 RUN_TIMEOUT_S = 240
 
-# Complaints a user sees: frontend 1.32 opens a dialog, 1.49 an error overlay. 1.49 also flags nodes
-# whose model file the server lacks; that file is the user's to pick, so `missing_files` lists them.
+# Complaints a user sees: frontend 1.32 opens a dialog, 1.49 and later an error overlay whose details list
+# one section per kind of issue. 1.49 also flags nodes whose model file the server lacks; that file is the
+# user's to pick, so `missing_files` lists them.
 STATE_JS = """(fileInputs) => {
     const registered = LiteGraph.registered_node_types;
     const visible = (el) => el.getClientRects().length > 0;
@@ -31,10 +38,24 @@ STATE_JS = """(fileInputs) => {
         unknown: app.graph.nodes.filter((n) => !(n.type in registered)).map((n) => n.type),
         errors: app.graph.nodes.filter((n) => n.has_errors && !missingFiles(n).length).map((n) => `${n.id} ${n.type}`),
         missing_files: app.graph.nodes.flatMap(missingFiles),
-        dialogs: Array.from(document.querySelectorAll('[role="dialog"], [data-testid="error-overlay"]'))
-            .filter(visible).map((d) => d.innerText.slice(0, 400)),
+        dialogs: Array.from(document.querySelectorAll('[role="dialog"]')).filter(visible)
+            .map((d) => d.innerText.slice(0, 400)),
+        overlay: Array.from(document.querySelectorAll('[data-testid="error-overlay"]')).some(visible),
     };
 }"""
+ISSUE_SECTIONS = 'section[data-testid^="error-group-"]'
+# Per section of the overlay's details: its kind, the names it lists (an element titled with its own
+# text: a file or node name, not an icon button's label) and its text.
+ISSUES_JS = """(selector) => Array.from(document.querySelectorAll(selector)).map((section) => ({
+    kind: section.dataset.testid,
+    names: Array.from(section.querySelectorAll('[title]')).filter((el) => el.title === el.textContent.trim())
+        .map((el) => el.title),
+    text: section.innerText.slice(0, 400),
+}))"""
+# The template browser's decoded pictures (it fetches each and shows it as a blob), by their sizes.
+LOADED_IMAGES_JS = """Array.from(document.querySelectorAll('[role="dialog"] img'))
+    .filter((img) => img.complete && img.naturalWidth > 0).map((img) => [img.naturalWidth, img.naturalHeight])"""
+CLOSE_DETAILS_JS = "() => app.extensionManager.setting.set('Comfy.RightSidePanel.IsOpen', false)"
 
 FIT_VIEW_JS = """(nodeId) => {
     app.canvas.deselectAll();
@@ -53,14 +74,24 @@ def load_workflow(editor, workflow: dict, name: str) -> dict:
     editor.page.wait_for_timeout(500)  # dialogs open asynchronously after loading
     state = editor.page.evaluate(STATE_JS, sorted(FILE_INPUTS))
     state["page_errors"] = editor.page_errors[errors_before:]
-    state["dialogs"] = [d for d in state["dialogs"] if not about_missing_files(d, state["missing_files"])]
+    if state.pop("overlay"):
+        state["dialogs"] += overlay_issues(editor, state["missing_files"])
     return state
 
 
-def about_missing_files(complaint: str, missing: list[str]) -> bool:
-    """Frontend 1.49 names one missing file ("x.safetensors is missing") or counts several ("3 errors found")."""
-    count = re.match(r"(\d+) errors found", complaint)
-    return any(f in complaint for f in missing) or (count is not None and int(count.group(1)) == len(missing))
+def overlay_issues(editor, missing: list[str]) -> list[str]:
+    """The issues behind frontend 1.49+'s error overlay, read from its details by structure, not by its
+    summary's wording ("3 errors found" in 1.49, "3 issues found" in 1.58): every section but the
+    missing-model one that names only files the user has yet to pick (`missing`)."""
+    page = editor.page
+    page.locator('[data-testid="error-overlay"] [data-testid="error-overlay-see-errors"]').click()
+    try:
+        page.locator(ISSUE_SECTIONS).first.wait_for(timeout=10_000)
+        sections = page.evaluate(ISSUES_JS, ISSUE_SECTIONS)
+    finally:
+        page.evaluate(CLOSE_DETAILS_JS)  # an open details panel would keep the next graph's overlay shut
+    return [s["text"] for s in sections if not (
+        s["kind"] == "error-group-missing-model" and s["names"] and set(s["names"]) <= set(missing))]
 
 
 def fit_view(editor, node_id: int | None = None) -> None:
@@ -106,6 +137,11 @@ def frontend_prompt(editor) -> dict:
 @pytest.fixture(scope="module")
 def object_info(frontend_server) -> dict:
     return frontend_server.get("/object_info")
+
+
+def test_the_page_runs_the_frontend_under_test(editor):
+    """The summary of `make test` names a frontend version: the page must run that one, not the tree's own."""
+    assert editor.page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__") == frontend_version()
 
 
 def test_the_missing_node_check_can_fail(editor):
@@ -252,3 +288,32 @@ def test_one_node_path_and_tooltips_in_the_editor(editor):
     assert not state["untipped"], f"inputs without a tooltip in the editor: {state['untipped']}"
     fit_view(editor)
     editor.screenshot("fia_unlearn_one_node", state["ids"])
+
+
+def test_template_browser_shows_every_workflow_with_its_thumbnail(editor):
+    """A user picks a template by its picture: the pack's entry in the template browser fetches each
+    workflow's `<name>.jpg` and shows it decoded, not a grey placeholder (frontends 1.32 to 1.58)."""
+    page = editor.page
+    fetched = {}
+    prefix = f"/workflow_templates/{PACK_FOLDER}/"
+
+    def record(response) -> None:
+        path = urllib.parse.urlparse(response.url).path
+        if prefix in path and path.endswith(".jpg"):
+            fetched[urllib.parse.unquote(path.rsplit("/", 1)[1])] = response.status
+
+    page.on("response", record)
+    try:
+        page.keyboard.press("Escape")
+        page.evaluate("() => app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+        browser = page.get_by_role("dialog")
+        browser.get_by_text(PACK_FOLDER, exact=True).click()  # the pack's entry, named by its folder
+        page.wait_for_function(LOADED_IMAGES_JS + f".length >= {len(WORKFLOW_FILES)}", timeout=30_000)
+        sizes = page.evaluate(LOADED_IMAGES_JS)
+        editor.screenshot("template_browser")
+    finally:
+        page.remove_listener("response", record)
+        editor.open()  # a fresh page: Escape closes the browser from 1.49 on, not in 1.32
+    assert fetched == {name.replace(".json", ".jpg"): 200 for name in WORKFLOW_FILES}
+    thumbnails = [list(Image.open(WORKFLOWS_DIR / name.replace(".json", ".jpg")).size) for name in WORKFLOW_FILES]
+    assert len([size for size in sizes if size in thumbnails]) == len(thumbnails), (sizes, thumbnails)
