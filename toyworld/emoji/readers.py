@@ -75,15 +75,16 @@ class _Residual(nn.Module):
 
 
 class NetReader(nn.Module):
-    """Residual CNN (32 -> 16 -> 8 -> 4) with a concept head and a style head."""
+    """Residual CNN (a stem at 32x32, then 16 -> 8 -> 4) with a concept head and a style head;
+    small enough to train on one CPU thread in well under an hour."""
 
-    def __init__(self, concepts: tuple[str, ...], width: int = 48) -> None:
+    def __init__(self, concepts: tuple[str, ...], width: int = 32) -> None:
         super().__init__()
         self.concepts = concepts  # concept codes, in head order
         w = width
         self.features = nn.Sequential(
             nn.Conv2d(3, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(),
-            _Residual(w, w, 1), _Residual(w, 2 * w, 2), _Residual(2 * w, 4 * w, 2), _Residual(4 * w, 8 * w, 2),
+            _Residual(w, 2 * w, 2), _Residual(2 * w, 4 * w, 2), _Residual(4 * w, 8 * w, 2),
             nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.concept_head = nn.Linear(8 * w, len(concepts))
         self.style_head = nn.Linear(8 * w, len(STYLES))
