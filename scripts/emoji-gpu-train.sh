@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Trains EmojiWorld on a CUDA machine within the device tool's 15 minutes (about 10 of them training),
 # continuing from the committed weights when they exist. Prepare here first (PyPI reachable):
-#   scripts/gpu-prepare.sh && make emoji-data && cp .cache/emojiworld/renders.safetensors .gpu/
+#   make emoji-data && scripts/gpu-prepare.sh
 # then with the device tool:
 #   run(command="bash scripts/emoji-gpu-train.sh", carry=[".gpu"], timeout_s=600)
 # The EMA weights come back in $OUT/emojiworld.safetensors (copy to toyworld/weights/ once checked);

@@ -6,7 +6,8 @@
 #   .gpu/whl/                  comfy-aimdo, torchsde, trampoline (wheels for CPython 3.12, x86-64)
 #   .gpu/comfy_kitchen.tar.xz  comfy-kitchen's files without its AMD (HIP) library: the wheel alone is
 #                              58 MB and the device tool carries 64 MiB with the working tree
-# Then, on the device: scripts/gpu-check.sh.
+#   .gpu/renders.safetensors   EmojiWorld's images, when `make emoji-data` has made them
+# Then, on the device: scripts/gpu-check.sh, or scripts/emoji-gpu-train.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/comfyui-versions.sh
@@ -30,4 +31,6 @@ if [ ! -f .gpu/comfy_kitchen.tar.xz ]; then
     tar -cf - -C .gpu/tmp/site . | xz -T2 -9 > .gpu/comfy_kitchen.tar.xz
     rm -rf .gpu/tmp
 fi
+# EmojiWorld's rendered images (35 MB) for scripts/emoji-gpu-train.sh, when make emoji-data made them
+[ ! -f .cache/emojiworld/renders.safetensors ] || cp -u .cache/emojiworld/renders.safetensors .gpu/
 du -sh .gpu
