@@ -216,3 +216,25 @@ def test_committed_model_samples_deterministically(emoji_model) -> None:
     assert a.shape == (2, 32, 32, 3) and torch.isfinite(a).all()
     assert torch.equal(a, b)
     assert not torch.equal(a[0], a[1])
+
+
+def test_training_resumes_bit_for_bit(tmp_path: Path) -> None:
+    """Two steps, stop, one more from the saved state = three steps in one run (weights, EMA, Adam)."""
+    from safetensors.torch import load_file
+
+    from toyworld.emoji import train
+
+    def run(name: str, steps: int, resume: bool = False) -> None:
+        train.main(["--concepts", "400", "--batch", "2", "--max-steps", str(steps), "--threads", "1",
+                    "--out", str(tmp_path / f"{name}.safetensors"), "--state", str(tmp_path / f"{name}_state.safetensors"),
+                    *(["--resume"] if resume else [])])
+
+    run("straight", 3)
+    run("stopped", 2)
+    run("stopped", 3, resume=True)
+    straight, resumed = load_file(str(tmp_path / "straight_state.safetensors")), load_file(str(tmp_path / "stopped_state.safetensors"))
+    assert straight.keys() == resumed.keys() and any(k.startswith("opt.exp_avg.") for k in straight)
+    for key, value in straight.items():
+        assert torch.equal(value, resumed[key]), key
+    weights = load_file(str(tmp_path / "straight.safetensors"))
+    assert any(k.startswith("text_encoder.") for k in weights)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 REPORTS = REPO / "toyworld" / "reports"
+EMOJI_REPORTS = REPO / "toyworld" / "emoji" / "reports"
 DOC = REPO / "docs" / "evaluation.md"
 
 
@@ -134,12 +135,29 @@ def attribution_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def emoji_readers_table(report: dict) -> str:
+    """EmojiWorld's readers on held-out renders: both concept readers and the style reader."""
+    lines = [
+        "| held-out renders | images | CNN concept (alone / on a scene) | template concept (alone / on a scene) "
+        "| CNN style (alone) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in report["held_out"].items():
+        lines.append(
+            f"| {name} | {row['images']} | {_percent(row['concept_cnn'])} ({_percent(row['concept_cnn_alone'])} / "
+            f"{_percent(row['concept_cnn_placed'])}) | {_percent(row['concept_template'])} "
+            f"({_percent(row['concept_template_alone'])} / {_percent(row['concept_template_placed'])}) "
+            f"| {_percent(row['style_cnn_alone'])} |")
+    return "\n".join(lines)
+
+
 def tables() -> dict[str, str]:
     efficacy = json.loads((REPORTS / "efficacy.json").read_text())
     quality = json.loads((REPORTS / "base_quality.json").read_text())
     ablation = json.loads((REPORTS / "layer_ablation.json").read_text())
     diagnosis = json.loads((REPORTS / "diagnosis.json").read_text())
     attribution = json.loads((REPORTS / "attribution.json").read_text())
+    emoji_readers = json.loads((EMOJI_REPORTS / "readers.json").read_text())
     renderers: dict[str, Callable[[], str]] = {
         "efficacy-3": lambda: efficacy_table(efficacy, "3"),
         "efficacy-6": lambda: efficacy_table(efficacy, "6"),
@@ -148,6 +166,7 @@ def tables() -> dict[str, str]:
         "layer-ablation": lambda: layer_ablation_table(ablation),
         "diagnosis": lambda: diagnosis_table(diagnosis),
         "attribution": lambda: attribution_table(attribution),
+        "emoji-readers": lambda: emoji_readers_table(emoji_readers),
     }
     return {name: render() for name, render in renderers.items()}
 
