@@ -311,7 +311,8 @@ def _select_layer(abs_weight, columns, stats, record: SaliencyRecord, method: st
     if method == "conceptprune":
         return conceptprune_selection(abs_weight.float(), mean_c, mean_b, r2).nonzero(as_tuple=True)
     if columns is not None:
-        found = factorised.select_layer(columns, contrastive_margin(mean_c, mean_b, std_b), r1, r2, rules)
+        with factorised.small_ops(abs_weight.device):
+            found = factorised.select_layer(columns, contrastive_margin(mean_c, mean_b, std_b), r1, r2, rules)
         if found is not None:
             return found
     step_saliency = _step_saliency(abs_weight, mean_c, mean_b, std_b, FORMS[record.form].per_weight)
