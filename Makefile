@@ -1,7 +1,7 @@
 # The README's two commands: `make demo` (main job) and `make test` (tests).
 PY := .venv/bin/python
 
-.PHONY: env browser-env test unit lint demo bench-perf bench-efficacy clean
+.PHONY: env browser-env test unit lint demo bench-perf bench-official bench-efficacy clean
 
 env:
 	./scripts/provision.sh
@@ -23,8 +23,15 @@ unit: env
 demo: env
 	$(PY) -m toyworld.demo
 
+# writes out/bench/perf.{json,md} and the committed report the docs' tables come from; `make test` runs --quick
 bench-perf: env
-	$(PY) bench/perf.py
+	$(PY) bench/perf.py --report bench/reports/perf.json
+	$(PY) bench/report_tables.py
+
+# the official code's job (three objects x 30 pairs, the fixture's layout), the pack's time side by side
+bench-official: env
+	$(PY) bench/official.py --report bench/reports/official.json
+	$(PY) bench/report_tables.py
 
 bench-efficacy: env
 	$(PY) bench/efficacy.py

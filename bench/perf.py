@@ -310,12 +310,14 @@ def stages_child(out_json: str, mask_dir: str, counts: str, repeats: str, quick:
     """Select, fuse, save and load for N concepts (each of `counts`) on synthetic statistics with
     SD1.5's shapes, in a fresh process, the peak RSS reset before each N's first round."""
     layers = model_layers(bool(quick))
-    result = {n: stages_of(layers, int(n), int(repeats), Path(mask_dir) / f"mask{n}.safetensors")
-              for n in counts.split(",")}
+    result = {n: stages_of(layers, int(n), int(repeats), Path(mask_dir) / f"mask{n}.safetensors", i == 0)
+              for i, n in enumerate(counts.split(","))}
+    for block in result.values():  # the sort does not depend on the concepts: timed with the first count
+        block["seconds"]["sort"] = next(iter(result.values()))["seconds"]["sort"]
     Path(out_json).write_text(json.dumps(result))
 
 
-def stages_of(layers: list[fia.FFLayer], concepts: int, repeats: int, mask_path: Path) -> dict:
+def stages_of(layers: list[fia.FFLayer], concepts: int, repeats: int, mask_path: Path, time_sort: bool) -> dict:
     record = synthetic_record(layers, concepts=concepts, steps=10)
     settings = fia.MethodSettings()  # the paper's objects values
     gc.collect()
@@ -348,16 +350,17 @@ def stages_of(layers: list[fia.FFLayer], concepts: int, repeats: int, mask_path:
         loaded = fia.load_mask(mask_path)
         times["load"].append(time.perf_counter() - load_start)
         assert loaded.pruned_count == mask.pruned_count
-        sort_start = time.perf_counter()
-        for layer in layers:  # the part of selection that belongs to the model: once per run, for all concepts
-            fia.factorised.SortedColumns(record.abs_weights[layer.key])
-        times["sort"].append(time.perf_counter() - sort_start)
+        if time_sort:
+            sort_start = time.perf_counter()
+            for layer in layers:  # the part of selection that belongs to the model: once per run, for all concepts
+                fia.factorised.SortedColumns(record.abs_weights[layer.key])
+            times["sort"].append(time.perf_counter() - sort_start)
     n = concepts
     return {
         "concepts": n, "recorded_steps": 10, "r1": fia.paper.TASKS["objects"].r1, "r2": fia.paper.TASKS["objects"].r2,
         "alpha": fia.paper.TASKS["objects"].alpha, "layers": len(layers),
         "weights": sum(layer.out_features * layer.in_features for layer in layers),
-        "seconds": {name: quartiles(values) for name, values in times.items()},
+        "seconds": {name: quartiles(values) for name, values in times.items() if values},
         "select_fuse_per_concept": quartiles([(a + b) / n for a, b in zip(times["select"], times["fuse"], strict=True)]),
         "memory": memory, "pruned_weights": mask.pruned_count,
         "kept_agnostic_weights": sum(int(k.numel()) for k in mask.kept_agnostic.values()),
@@ -411,6 +414,9 @@ def main() -> None:
     parser.add_argument("--report", type=Path, help="also write the JSON here (bench/reports/perf.json)")
     parser.add_argument("--e2e-pairs", type=int, default=30, help="prompt pairs per concept in the end-to-end runs")
     parser.add_argument("--e2e-batch", type=int, default=31, help="prompts per batch in the end-to-end runs")
+    parser.add_argument("--selection-only", action="store_true",
+                        help="the stages and end-to-end runs, the mask's load + apply; no recording-overhead or "
+                             "masked-sampling rounds (a shared machine's hour)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -428,6 +434,7 @@ def main() -> None:
         if not args.masks_only:
             result["end_to_end"] = {str(n): end_to_end(n, pairs, recorded, 4 if quick else args.e2e_batch, args.repeats,
                                                        Path(tmp), quick) for n in counts}
+        if not args.masks_only and not args.selection_only:
             small = small_subject(quick)
             # a ToyWorld round takes seconds, so its hook overhead (about 5%) needs more rounds
             # than --repeats to stand clear of this machine's +-10% scatter between rounds
@@ -437,13 +444,14 @@ def main() -> None:
                                                           (1, 2) if quick else (1, 4, 8))
             del small
         sd15 = sd15_subject(args.size, quick)
-        if not args.masks_only:
+        if not args.masks_only and not args.selection_only:
             result["overhead_sd15"] = overhead(sd15, 2 if quick else 4, args.repeats)
         result["mask_load_apply_sd15"] = mask_load_apply(sd15, mask_path, args.repeats)
         del sd15
-        result["masked_sampling_sd15"] = run_child("masked_sampling", str(mask_path), str(args.size),
-                                                   str(args.sampling_rounds), "1" if quick else "",
-                                                   env=os.environ | STEADY_ALLOCATOR)
+        if not args.selection_only:
+            result["masked_sampling_sd15"] = run_child("masked_sampling", str(mask_path), str(args.size),
+                                                       str(args.sampling_rounds), "1" if quick else "",
+                                                       env=os.environ | STEADY_ALLOCATOR)
     rows = report_tables.mask_rows(result) if args.masks_only else report_tables.perf_rows(result)
     path = common.write("perf_masks" if args.masks_only else "perf", result, rows, "FIA performance")
     if args.report:

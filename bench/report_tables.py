@@ -23,6 +23,8 @@ def cell(q: dict, digits: int = 2) -> str:
 
 
 def saliency_rows(result: dict) -> list[Row]:
+    if "overhead_small" not in result:  # --selection-only
+        return []
     small, big, shared = result["overhead_small"], result["overhead_sd15"], result["shared_base"]
     rows = [
         *[(f"saliency_overhead_ratio, {o['model']} (quartiles over rounds)",
@@ -42,24 +44,27 @@ def saliency_rows(result: dict) -> list[Row]:
 
 def mask_rows(result: dict) -> list[Row]:
     ten = result["stages"][max(result["stages"], key=int) if "10" not in result["stages"] else "10"]
-    ms = result["masked_sampling_sd15"]
+    ms = result.get("masked_sampling_sd15")
     memory = ten["memory"]
+    sampling = [] if ms is None else [
+        (f"{label}, SD1.5 {ms['size']}x{ms['size']}, CPU seconds, {how}",
+         f"{r['cpu'][mode]['median']:.3f} ({r['cpu'][mode]['quartiles'][0]:.3f}-{r['cpu'][mode]['quartiles'][1]:.3f})",
+         target if mode == "patch" else "")
+        for how, r in ((f"per sampler step, median of {ms['sampler_step']['rounds']} rounds (quartiles)",
+                        ms["sampler_step"]),
+                       (f"per UNet call, median of {ms['unet_call']['cycles']} paired calls (quartiles)",
+                        ms["unet_call"]))
+        for label, mode, target in (("masked_sampling_ratio, patch mode", "patch", "<= 1.02"),
+                                    ("wrapper mode time ratio", "wrapper", ""))]
     return [
         (f"peak RSS of select+fuse above resident, {ten['concepts']} concepts / largest layer (fp32)",
          f"{memory['peak_over_largest_layer']:.2f} (outputs excluded: {memory['working_over_largest_layer']:.2f})",
          "<= 1 without outputs"),
-        *[(f"{label}, SD1.5 {ms['size']}x{ms['size']}, CPU seconds, {how}",
-           f"{r['cpu'][mode]['median']:.3f} ({r['cpu'][mode]['quartiles'][0]:.3f}-{r['cpu'][mode]['quartiles'][1]:.3f})",
-           target if mode == "patch" else "")
-          for how, r in ((f"per sampler step, median of {ms['sampler_step']['rounds']} rounds (quartiles)",
-                          ms["sampler_step"]),
-                         (f"per UNet call, median of {ms['unet_call']['cycles']} paired calls (quartiles)",
-                          ms["unet_call"]))
-          for label, mode, target in (("masked_sampling_ratio, patch mode", "patch", "<= 1.02"),
-                                      ("wrapper mode time ratio", "wrapper", ""))],
+        *sampling,
         (f"mask_file_bytes, {ten['concepts']}-concept mask", f"{ten['mask_file_bytes']:,} ({ten['pruned_weights']:,} pruned)",
          "<= 2 MB"),
-        ("mask load + apply seconds", f"{result['mask_load_apply_sd15']['load_plus_apply_seconds']:.2f}", ""),
+        *([("mask load + apply seconds", f"{result['mask_load_apply_sd15']['load_plus_apply_seconds']:.2f}", "")]
+          if "mask_load_apply_sd15" in result else []),
     ]
 
 
@@ -104,6 +109,8 @@ def stage_table(result: dict) -> str:
 def e2e_table(result: dict) -> str:
     lines = ["| concepts | UNet calls | prompt list -> saved mask (s) | saliency (s) | select (s) | fuse (s) | save (s) "
              "| per concept (s) |", "|---|---|---|---|---|---|---|---|"]
+    if "end_to_end" not in result:
+        return "\n".join([*lines, "| not in this report | | | | | | | |"])
     for n, e in result["end_to_end"].items():
         lines.append(f"| {n} | {e['unet_calls']:,} | {cell(e['total'])} | {cell(e['saliency'])} | {cell(e['select'])} | "
                      f"{cell(e['fuse'], 3)} | {cell(e['save'], 3)} | {cell(e['per_concept'])} |")
@@ -125,15 +132,15 @@ def official_table(result: dict) -> str:
 
 
 def tables() -> dict[str, str]:
-    """Every performance block of docs/evaluation.md, from the committed reports."""
-    perf = json.loads((REPORTS / "perf.json").read_text())
-    official = json.loads((REPORTS / "official.json").read_text())
-    return {
-        "perf-stages": stage_table(perf),
-        "perf-e2e": e2e_table(perf),
-        "perf-metrics": table([*saliency_rows(perf), *mask_rows(perf)]),
-        "perf-official": official_table(official),
-    }
+    """Every performance block of docs/evaluation.md, from the committed reports (those present)."""
+    out = {}
+    if (REPORTS / "perf.json").exists():
+        perf = json.loads((REPORTS / "perf.json").read_text())
+        out |= {"perf-stages": stage_table(perf), "perf-e2e": e2e_table(perf),
+                "perf-metrics": table([*saliency_rows(perf), *mask_rows(perf)])}
+    if (REPORTS / "official.json").exists():
+        out["perf-official"] = official_table(json.loads((REPORTS / "official.json").read_text()))
+    return out
 
 
 def main() -> None:
