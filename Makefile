@@ -1,7 +1,7 @@
 # The README's two commands: `make demo` (main job) and `make test` (tests).
 PY := .venv/bin/python
 
-.PHONY: env browser-env emoji-data test unit lint demo thumbnails bench-perf bench-efficacy clean
+.PHONY: env browser-env emoji-data test unit lint demo thumbnails bench-perf bench-official bench-efficacy clean
 
 env:
 	./scripts/provision.sh
@@ -31,8 +31,15 @@ demo: env
 thumbnails: env browser-env
 	./scripts/make-thumbnails.sh
 
+# writes out/bench/perf.{json,md} and the committed report the docs' tables come from; `make test` runs --quick
 bench-perf: env
-	$(PY) bench/perf.py
+	$(PY) bench/perf.py --report bench/reports/perf.json
+	$(PY) bench/report_tables.py
+
+# the official code's job (three objects x 30 pairs, the fixture's layout), the pack's time side by side
+bench-official: env
+	$(PY) bench/official.py --report bench/reports/official.json
+	$(PY) bench/report_tables.py
 
 bench-efficacy: env
 	$(PY) bench/efficacy.py

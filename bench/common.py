@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "out" / "bench"
+OUT = Path(os.environ.get("FIA_BENCH_OUT") or REPO / "out" / "bench")  # the test suite's quick runs write elsewhere
 
 
 def setup() -> None:

@@ -157,7 +157,11 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true",
                         help="keep the other sets' results already in out/bench/efficacy.json")
     parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="ToyWorld model (the loader's default)")
+    parser.add_argument("--quick", action="store_true",
+                        help="3 concepts, the default FIA row, 2 images each, 2 pairs: checks the bench itself")
     args = parser.parse_args()
+    if args.quick:
+        args.per_concept, args.preserve, args.pairs, args.sets = 2, 2, 2, [3]
     torch.manual_seed(0)
     world = load_toyworld(args.weights)
     result = {"machine": common.machine(), "protocol": vars(args) | {"generation": fg.GENERATION}}
@@ -173,7 +177,8 @@ def main() -> None:
         return common.write("efficacy", result, table(result), "FIA efficacy on ToyWorld")
 
     for size in args.sets:
-        result[str(size)] = run_set(world, CONCEPT_SETS[size], args, configs_for(size),
+        configs = {"FIA (reference Eq.1)": {}} if args.quick else configs_for(size)
+        result[str(size)] = run_set(world, CONCEPT_SETS[size], args, configs,
                                     save=lambda partial, size=size: save(partial, size))
     path = save(result[str(args.sets[-1])], args.sets[-1])
     print(path.read_text())

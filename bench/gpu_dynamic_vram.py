@@ -12,10 +12,13 @@ this script is for a CUDA machine. It
 3. times sampling (512x512, 20 euler steps, cfg 7.5) plain vs masked, the two taking turns;
 4. times saliency for 1 and 3 concepts at the paper's protocol (30 prompt pairs, 512x512, T = 10 of
    a 50-step schedule), so seconds per concept (the paper: 11.3 s per concept on an A6000) can be
-   read both with the shared base prompts (1 concept) and without (the marginal concept).
+   read both with the shared base prompts (1 concept) and without (the marginal concept);
+5. times every stage of the method for 3 concepts: record, select, fuse, save, load + apply, with
+   selection and fusion on the GPU (where the weights are; the statistics move there a layer at a
+   time), and checks that selection and fusion on the CPU give the same masks bit for bit.
 Prompts are encoded by a seeded stand-in encoder (no CLIP weights are needed; encoding is not timed).
 
-    COMFYUI_PATH=/path/to/ComfyUI python bench/gpu_dynamic_vram.py [--out file.json] [--quick]
+    COMFYUI_PATH=/path/to/ComfyUI python bench/gpu_dynamic_vram.py [--out file.json] [--quick] [--tiny]
 
 Writes out/bench/gpu_dynamic_vram.json and .md (and --out). Exits 1 if a pruned weight is not zero.
 scripts/gpu-check.sh runs it on the device machine.
@@ -28,6 +31,7 @@ import json
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -112,12 +116,48 @@ def saliency_seconds(patcher, encode, concepts: list[str], batch: int, recorded:
     return {"seconds": time.perf_counter() - start, "unet_calls": record.unet_calls}
 
 
+def method_stages(patcher, encode, recorded: int, size: int, pairs: int, tmp: Path) -> dict:
+    """Record, select, fuse, save, load + apply for three concepts, each stage timed (selection and
+    fusion on the model's device), and the same selection and fusion on the CPU compared bit for bit."""
+    settings = fia.SamplingSettings(steps=50, recorded_steps=recorded, width=size, height=size, prompts_per_batch=30)
+    times, stamp = {}, time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal stamp
+        synchronize()
+        now = time.perf_counter()
+        times[name], stamp = now - stamp, now
+
+    record = fia.compute_saliency(patcher, encode, ["cat", "dog", "bird"], fia.resolve_preset("objects"),
+                                  num_pairs=pairs, settings=settings)
+    lap("record")
+    masks = fia.select_sensitive_neurons(record)  # on record.device: where the weights were
+    lap("select")
+    mask = fia.fuse_masks([masks], device=record.device)
+    lap("fuse")
+    path = tmp / "three.safetensors"
+    fia.save_mask(mask, path)
+    lap("save")
+    masked = fia.apply_mask(patcher, fia.load_mask(path))
+    comfy.model_management.load_models_gpu([masked])  # the patches are computed when the model loads
+    lap("load_apply")
+    cpu_masks = fia.select_sensitive_neurons(record, device="cpu")
+    cpu_mask = fia.fuse_masks([cpu_masks], device="cpu")
+    lap("select_fuse_on_cpu")
+    same = all(torch.equal(masks.selected[c][k], cpu_masks.selected[c][k]) for c in masks.concepts
+               for k in masks.selected[c]) and all(torch.equal(mask.pruned[k], cpu_mask.pruned[k]) for k in mask.pruned)
+    return {"device": record.device, "seconds": times, "pruned": mask.pruned_count, "same_masks_as_cpu": same,
+            "unet_calls": record.unet_calls, "pairs": pairs, "recorded_steps": recorded}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--rounds", type=int, default=4, help="timed sampling rounds (plus one warm-up)")
     parser.add_argument("--quick", action="store_true", help="2 rounds, 2 steps, 4 pairs, T = 2: checks the script")
     parser.add_argument("--size", type=int, default=512, help="image size (paper: 512)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="SD1.5 layout at width 32 (the reference fixture's) instead of 320: a CPU smoke test")
     parser.add_argument("--allow-cpu", action="store_true",
                         help="run without CUDA: checks the script itself (a CPU never reaches dynamic VRAM)")
     args = parser.parse_args()
@@ -129,9 +169,14 @@ def main() -> int:
     result = {"machine": common.machine(), "comfyui": comfyui_version(), "size": args.size, "quick": args.quick}
 
     start = time.perf_counter()
-    state_dict = full_sd15_state_dict()
-    patcher = comfy.sd.load_diffusion_model_state_dict(state_dict)
-    del state_dict
+    if args.tiny:  # ComfyUI's loader detects SD1.5 by its width: the smoke test builds the patcher itself
+        import official
+
+        patcher = official.fixture_layout_patcher()
+    else:
+        state_dict = full_sd15_state_dict()
+        patcher = comfy.sd.load_diffusion_model_state_dict(state_dict)
+        del state_dict
     result["loader"] = {"patcher_class": type(patcher).__name__, "dynamic": bool(getattr(patcher, "is_dynamic",
                         lambda: False)()), "seconds_build_and_load": time.perf_counter() - start,
                         "dtype": str(patcher.model.get_dtype())}
@@ -178,9 +223,12 @@ def main() -> int:
         print(json.dumps(saliency[f"prompts_per_batch_{batch}"]))
     result["saliency"] = {"pairs": pairs, "recorded_steps": recorded, "schedule_steps": 50, "paper_seconds_per_concept":
                           11.3, "paper_gpu": "A6000", **saliency}
+    with tempfile.TemporaryDirectory() as tmp:
+        result["stages"] = method_stages(patcher, encode, recorded, args.size, pairs, Path(tmp))
+    print(json.dumps(result["stages"]))
     result["peak_vram_bytes"] = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
 
-    fw, sm = result["forward_weights"], result["sampling"]
+    fw, sm, st = result["forward_weights"], result["sampling"], result["stages"]
     rows = [
         ("loader patcher", result["loader"]["patcher_class"], "ModelPatcherDynamic (0.16+)"),
         ("pruned weights zero / kept weights unchanged in the forward",
@@ -190,6 +238,9 @@ def main() -> int:
         *[(f"saliency s per concept (batch {b.split('_')[-1]}): 1 concept with base / each added",
            f"{v['seconds_per_concept_with_base']:.2f} / {v['seconds_per_added_concept']:.2f}", "paper 11.3 (A6000)")
           for b, v in saliency.items()],
+        (f"3 concepts on {st['device']}: record / select / fuse / save / load + apply, s",
+         " / ".join(f"{st['seconds'][k]:.2f}" for k in ("record", "select", "fuse", "save", "load_apply")), ""),
+        ("selection and fusion: same masks on the CPU", str(st["same_masks_as_cpu"]), "True"),
     ]
     path = common.write("gpu_dynamic_vram", result, rows, "FIA on a GPU: dynamic VRAM, masked sampling, saliency")
     if args.out:
@@ -197,7 +248,8 @@ def main() -> int:
         shutil.copy(path.with_suffix(".json"), args.out)
         shutil.copy(path, args.out.with_suffix(".md"))
     print(path.read_text())
-    return 0 if fw["exact"] and result["forward_weights_plain_model"]["exact_originals"] else 1
+    ok = fw["exact"] and result["forward_weights_plain_model"]["exact_originals"] and st["same_masks_as_cpu"]
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

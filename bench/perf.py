@@ -1,8 +1,12 @@
 """`make bench-perf`: what saliency, selection, masks and masked sampling cost, measured side by side.
 
 Models: (a) ToyWorld when its weights are present, else a seeded tiny SD1.5-layout model;
-(b) a full-width SD1.5 UNet (random seeded weights, real layer sizes) at a small resolution.
-Writes out/bench/perf.json and out/bench/perf.md. Medians of --repeats runs.
+(b) a full-width SD1.5 UNet (random seeded weights, real layer sizes) at a small resolution;
+(c) the reference fixture's width-32 SD1.5 layout (seeded) for the end-to-end runs.
+Writes out/bench/perf.json and out/bench/perf.md (--report: also the committed copy that
+docs/evaluation.md's performance tables are rendered from, bench/reports/perf.json). Medians of
+--repeats rounds with quartiles. `--quick` runs every part on tiny models in about a minute: the
+test suite runs it (tests/test_bench.py), so the bench cannot rot unnoticed.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 from pathlib import Path
 
 import common
+import report_tables
 
 common.setup()
 
@@ -36,6 +41,10 @@ from fia_engine.core.statistics import Moments  # noqa: E402
 from fia_engine.host.recording import batch_conditioning, latent_geometry, sample_first_steps  # noqa: E402
 from fia_engine.host.saliency import recording_jobs  # noqa: E402
 
+OBJECTS = ["cassette player", "chainsaw", "english springer", "french horn", "garbage truck", "gas pump", "tench",
+           "lighthouse", "teapot", "violin", "bicycle", "umbrella", "pizza", "backpack", "canoe", "tractor", "castle",
+           "banana", "giraffe", "clock", "guitar", "sailboat", "windmill", "kettle", "zebra", "anchor", "bridge"]
+"""With official.CONCEPTS, 30 objects for the end-to-end runs."""
 TOYWORLD_WEIGHTS = common.REPO / "toyworld" / "weights" / "toyworld.safetensors"
 # glibc hands activation buffers above its (adaptive) mmap threshold back to the OS on every free,
 # so each sampler step page-faults them in again. Where the threshold stands depends on what the
@@ -73,8 +82,8 @@ class Subject:
         return runs
 
 
-def small_subject() -> Subject:
-    if TOYWORLD_WEIGHTS.exists():
+def small_subject(quick: bool = False) -> Subject:
+    if TOYWORLD_WEIGHTS.exists() and not quick:
         from toyworld import forgetting
         from toyworld.loader import load_toyworld
 
@@ -82,25 +91,30 @@ def small_subject() -> Subject:
         return Subject("ToyWorld", world.patcher, world.encode, lambda c, n: forgetting.concept_pairs(c, n),
                        forgetting.RECORDING)
     clip = tiny.tiny_clip()
-    return Subject("tiny SD1.5 layout", tiny.tiny_sd15_patcher(), tiny.clip_encoder(clip), objects_pairs,
-                   fia.SamplingSettings(steps=50, recorded_steps=10, width=64, height=64, prompts_per_batch=8))
+    settings = (fia.SamplingSettings(steps=50, recorded_steps=2, width=32, height=32, prompts_per_batch=2) if quick
+                else fia.SamplingSettings(steps=50, recorded_steps=10, width=64, height=64, prompts_per_batch=8))
+    return Subject("tiny SD1.5 layout", tiny.tiny_sd15_patcher(), tiny.clip_encoder(clip), objects_pairs, settings)
 
 
 def objects_pairs(concept: str, count: int) -> list[fia.PromptPair]:
     return fia.build_prompt_pairs(concept, fia.PRESETS["objects"], count, fia.paper.GENERAL.seed)
 
 
-def sd15_subject(size: int) -> Subject:
+def sd15_subject(size: int, quick: bool = False) -> Subject:
+    """The full-width SD1.5 UNet (quick: the tiny SD1.5 layout, same code paths)."""
     import comfy.model_patcher
     import comfy.supported_models
 
-    cfg = comfy.supported_models.SD15(dict(tiny.SD15_FULL_UNET))
+    unet = tiny.TINY_SD15_UNET if quick else tiny.SD15_FULL_UNET
+    cfg = comfy.supported_models.SD15(dict(unet))
     cfg.set_inference_dtype(torch.float32, None)
     model = cfg.get_model({}, device=torch.device("cpu"))
     tiny.fill_seeded(model.diffusion_model, 0, scale=0.02)
     patcher = comfy.model_patcher.ModelPatcher(model, torch.device("cpu"), torch.device("cpu"))
-    return Subject(f"SD1.5 UNet, full width, {size}x{size}", patcher, tiny.hashed_encoder(768), objects_pairs,
-                   fia.SamplingSettings(steps=50, recorded_steps=10, width=size, height=size, prompts_per_batch=4))
+    name = f"tiny SD1.5 layout, {size}x{size}" if quick else f"SD1.5 UNet, full width, {size}x{size}"
+    return Subject(name, patcher, tiny.hashed_encoder(unet["context_dim"]), objects_pairs,
+                   fia.SamplingSettings(steps=50, recorded_steps=2 if quick else 10, width=size, height=size,
+                                        prompts_per_batch=4))
 
 
 def count_unet_calls(subject: Subject, run) -> int:
@@ -153,31 +167,31 @@ def shared_base(subject: Subject, pairs: int, repeats: int) -> dict:
             "note": "all five concepts share one base set: 6 prompt sets instead of 10 (ideal ratio 0.6)"}
 
 
-def batch_scaling(subject: Subject, pairs: int, repeats: int) -> dict:
+def batch_scaling(subject: Subject, pairs: int, repeats: int, batches: tuple[int, ...] = (1, 4, 8)) -> dict:
     concepts = ["red"] if subject.name == "ToyWorld" else ["golf ball"]
     rounds = common.interleaved_rounds(
-        {str(b): lambda b=b: subject.saliency(concepts, pairs, prompts_per_batch=b) for b in (1, 4, 8)}, repeats)
-    return {b: statistics.median(r[b] for r in rounds) for b in ("1", "4", "8")}
+        {str(b): lambda b=b: subject.saliency(concepts, pairs, prompts_per_batch=b) for b in batches}, repeats)
+    return {str(b): statistics.median(r[str(b)] for r in rounds) for b in batches}
 
 
-def mask_modes(size: int, mask: fia.UnlearningMask) -> dict:
+def mask_modes(size: int, mask: fia.UnlearningMask, quick: bool = False) -> dict:
     """Plain, patch-mode and wrapper-mode models, each on its own seeded copy of the SD1.5 UNet.
 
     Separate copies are each patched once, as for a user who samples the masked model over and
     over; clones of one model would swap their patches on the shared module at every turn,
     timing fresh allocations instead of the mask.
     """
-    return {"plain": sd15_subject(size).patcher, "patch": fia.apply_mask(sd15_subject(size).patcher, mask),
-            "wrapper": fia.apply_mask(sd15_subject(size).patcher, mask, mode="wrapper")}
+    return {"plain": sd15_subject(size, quick).patcher, "patch": fia.apply_mask(sd15_subject(size, quick).patcher, mask),
+            "wrapper": fia.apply_mask(sd15_subject(size, quick).patcher, mask, mode="wrapper")}
 
 
-def sampler_step_ratios(models: dict, size: int, rounds: int, steps: int = 4) -> dict:
+def sampler_step_ratios(models: dict, size: int, rounds: int, steps: int = 4, width: int = 768) -> dict:
     """Process CPU seconds per sampler step (comfy.sample.sample, timed between its callbacks, the
     first step dropped), the models taking turns sample by sample."""
-    channels, height, width = latent_geometry(models["plain"], size, size)
-    encode = tiny.hashed_encoder(768)
+    channels, height, latent_width = latent_geometry(models["plain"], size, size)
+    encode = tiny.hashed_encoder(width)
     positive, negative = encode("a photo of a cat"), encode("")
-    latent = torch.zeros(2, channels, height, width)
+    latent = torch.zeros(2, channels, height, latent_width)
     noise = comfy.sample.prepare_noise(latent, 3)
 
     def step_seconds(patcher) -> dict[str, float]:
@@ -199,13 +213,13 @@ def sampler_step_ratios(models: dict, size: int, rounds: int, steps: int = 4) ->
             "rounds": len(timed), "steps_per_sample": steps}
 
 
-def unet_call_ratios(models: dict, size: int, cycles: int) -> dict:
+def unet_call_ratios(models: dict, size: int, cycles: int, width: int = 768) -> dict:
     """Process CPU seconds of one UNet call (a cond + uncond batch of 2 prompts, as a CFG step
     makes), the models taking turns call by call: the finest pairing, so the least noise."""
-    channels, height, width = latent_geometry(models["plain"], size, size)
-    encode = tiny.hashed_encoder(768)
+    channels, height, latent_width = latent_geometry(models["plain"], size, size)
+    encode = tiny.hashed_encoder(width)
     context = torch.cat([encode("a photo of a cat")[0][0], encode("")[0][0]] * 2)
-    x = torch.randn(4, channels, height, width, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(4, channels, height, latent_width, generator=torch.Generator().manual_seed(0))
     sigma = torch.full((4,), 5.0)
     comfy.model_management.load_models_gpu(list(models.values()))  # each patched once, all kept loaded
     timed = []
@@ -230,7 +244,7 @@ def unet_call_ratios(models: dict, size: int, cycles: int) -> dict:
             "ops_beyond_plain": {n: dict(ops[n] - ops["plain"]) for n in ("patch", "wrapper")}}
 
 
-def masked_sampling_child(out_json: str, mask_path: str, size: str, rounds: str) -> None:
+def masked_sampling_child(out_json: str, mask_path: str, size: str, rounds: str, quick: str = "") -> None:
     """Masked sampling in a fresh process with a fixed glibc mmap threshold (STEADY_ALLOCATOR),
     under `torch.inference_mode()` as ComfyUI runs every node."""
     # The random weights (scale 0.02) push activations into float32's subnormal range, where x86
@@ -239,10 +253,11 @@ def masked_sampling_child(out_json: str, mask_path: str, size: str, rounds: str)
     # checkpoints do not live there; the flag takes the fake model's quirk out of the mask's cost.
     torch.set_flush_denormal(True)
     with torch.inference_mode():
-        models = mask_modes(int(size), fia.load_mask(mask_path))
+        models = mask_modes(int(size), fia.load_mask(mask_path), bool(quick))
+        width = tiny.TINY_SD15_UNET["context_dim"] if quick else 768
         result = {"size": int(size), "flush_denormal": True,
-                  "sampler_step": sampler_step_ratios(models, int(size), int(rounds)),
-                  "unet_call": unet_call_ratios(models, int(size), 2 * int(rounds))}
+                  "sampler_step": sampler_step_ratios(models, int(size), int(rounds), width=width),
+                  "unet_call": unet_call_ratios(models, int(size), 2 * int(rounds), width=width)}
     Path(out_json).write_text(json.dumps(result))
 
 
@@ -269,48 +284,114 @@ def synthetic_record(layers: list[fia.FFLayer], concepts: int, steps: int, seed:
             noise = 0.02 * torch.randn(steps, columns, generator=gen)
             concept_moments[name][layer.key] = Moments(base_mean + bump + noise, None, 30)
     names = list(concept_moments)
+    # a real fingerprint of these weights: mask files accept hex only (the bench once wrote
+    # 'synthetic' and `make bench-perf` stopped at loading its own mask)
     return SaliencyRecord("SD1.x", layers, "reference", "objects", names, concept_moments, {"b": base},
                           {n: "b" for n in names}, abs_weights, {},
                           RecordingProvenance(fia.SamplingSettings(recorded_steps=steps), "reference", "objects", 30, 0, 0),
-                          "synthetic")
+                          fia.architectures.fingerprint(abs_weights))
 
 
-def select_fuse_child(out_json: str, mask_path: str) -> None:
-    """Runs in a fresh process so its peak RSS belongs to selection and fusion alone."""
+def model_layers(quick: bool) -> list[fia.FFLayer]:
+    """The 16 `ff.net.2` layers of SD1.5 (quick: of the tiny SD1.5 layout), from a meta-device model."""
     import comfy.supported_models
 
-    model = comfy.supported_models.SD15(dict(tiny.SD15_FULL_UNET)).get_model({}, device=torch.device("meta"))
-    layers = fia.discover_ff_layers(model.diffusion_model, fia.architecture_of(model.model_config))
-    record = synthetic_record(layers, concepts=10, steps=10)
+    unet = tiny.TINY_SD15_UNET if quick else tiny.SD15_FULL_UNET
+    model = comfy.supported_models.SD15(dict(unet)).get_model({}, device=torch.device("meta"))
+    return fia.discover_ff_layers(model.diffusion_model, fia.architecture_of(model.model_config))
+
+
+def quartiles(values: list[float]) -> dict:
+    q = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
+    return {"median": statistics.median(values), "quartiles": [q[0], q[2]], "rounds": len(values)}
+
+
+def stages_child(out_json: str, mask_dir: str, counts: str, repeats: str, quick: str = "") -> None:
+    """Select, fuse, save and load for N concepts (each of `counts`) on synthetic statistics with
+    SD1.5's shapes, in a fresh process, the peak RSS reset before each N's first round."""
+    layers = model_layers(bool(quick))
+    result = {n: stages_of(layers, int(n), int(repeats), Path(mask_dir) / f"mask{n}.safetensors", i == 0)
+              for i, n in enumerate(counts.split(","))}
+    for block in result.values():  # the sort does not depend on the concepts: timed with the first count
+        block["seconds"]["sort"] = next(iter(result.values()))["seconds"]["sort"]
+    Path(out_json).write_text(json.dumps(result))
+
+
+def stages_of(layers: list[fia.FFLayer], concepts: int, repeats: int, mask_path: Path, time_sort: bool) -> dict:
+    record = synthetic_record(layers, concepts=concepts, steps=10)
+    settings = fia.MethodSettings()  # the paper's objects values
     gc.collect()
-    resident = process_memory_bytes("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak, to the current RSS
-    start = time.perf_counter()
-    result = fia.masks_from(record, fia.MethodSettings())  # the paper's objects values
-    masks, mask = result.concept_masks, result.mask
-    seconds = time.perf_counter() - start
-    peak = process_memory_bytes("VmHWM")
-    fia.save_mask(mask, mask_path)
-    largest = max(layer.out_features * layer.in_features for layer in layers) * 4
-    Path(out_json).write_text(json.dumps({
-        "concepts": 10, "recorded_steps": 10, "r1": fia.paper.TASKS["objects"].r1, "r2": fia.paper.TASKS["objects"].r2,
-        "alpha": fia.paper.TASKS["objects"].alpha,
-        "select_fuse_seconds": seconds, "peak_rss_above_resident_bytes": peak - resident,
-        "largest_layer_fp32_bytes": largest, "peak_over_largest_layer": (peak - resident) / largest,
-        "pruned_weights": mask.pruned_count, "kept_agnostic_weights": sum(int(k.numel()) for k in mask.kept_agnostic.values()),
+    times: dict[str, list[float]] = {"sort": [], "select": [], "fuse": [], "save": [], "load": []}
+    memory = {}
+    for round_number in range(repeats):
+        if round_number == 0:
+            resident = process_memory_bytes("VmRSS")
+            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak, to the current RSS
+        start = time.perf_counter()
+        result = fia.masks_from(record, settings)
+        both = time.perf_counter() - start
+        masks, mask = result.concept_masks, result.mask
+        if round_number == 0:
+            peak = process_memory_bytes("VmHWM")
+            outputs = sum(t.numel() * t.element_size() for c in masks.concepts for t in masks.selected[c].values())
+            outputs += sum(t.numel() * t.element_size() for t in (*mask.pruned.values(), *mask.kept_agnostic.values()))
+            largest = max(layer.out_features * layer.in_features for layer in layers) * 4
+            memory = {"peak_rss_above_resident_bytes": peak - resident, "output_bytes": outputs,
+                      "largest_layer_fp32_bytes": largest, "peak_over_largest_layer": (peak - resident) / largest,
+                      "working_over_largest_layer": (peak - resident - outputs) / largest}
+        fuse_start = time.perf_counter()  # masks_from selects and fuses: fusion timed again on its own
+        fia.fuse_masks([masks])
+        times["fuse"].append(time.perf_counter() - fuse_start)
+        times["select"].append(both - times["fuse"][-1])
+        save_start = time.perf_counter()
+        fia.save_mask(mask, mask_path)
+        times["save"].append(time.perf_counter() - save_start)
+        load_start = time.perf_counter()
+        loaded = fia.load_mask(mask_path)
+        times["load"].append(time.perf_counter() - load_start)
+        assert loaded.pruned_count == mask.pruned_count
+        if time_sort:
+            sort_start = time.perf_counter()
+            for layer in layers:  # the part of selection that belongs to the model: once per run, for all concepts
+                fia.factorised.SortedColumns(record.abs_weights[layer.key])
+            times["sort"].append(time.perf_counter() - sort_start)
+    n = concepts
+    return {
+        "concepts": n, "recorded_steps": 10, "r1": fia.paper.TASKS["objects"].r1, "r2": fia.paper.TASKS["objects"].r2,
+        "alpha": fia.paper.TASKS["objects"].alpha, "layers": len(layers),
+        "weights": sum(layer.out_features * layer.in_features for layer in layers),
+        "seconds": {name: quartiles(values) for name, values in times.items() if values},
+        "select_fuse_per_concept": quartiles([(a + b) / n for a, b in zip(times["select"], times["fuse"], strict=True)]),
+        "memory": memory, "pruned_weights": mask.pruned_count,
+        "kept_agnostic_weights": sum(int(k.numel()) for k in mask.kept_agnostic.values()),
         "sparsity": mask.sparsity, "mask_file_bytes": Path(mask_path).stat().st_size,
         "per_concept_selected": {c: masks.count(c) for c in masks.concepts},
-    }))
+    }
 
 
-def select_fuse(tmp: Path) -> tuple[dict, Path]:
-    mask_path = tmp / "mask10.safetensors"
+def stages(tmp: Path, counts: tuple[int, ...], repeats: int, quick: bool) -> dict:
     # glibc's adaptive mmap threshold keeps freed layer-sized buffers in the heap, so RSS would
     # show allocator retention rather than live memory. A fixed 4 MiB threshold returns them to
     # the OS while block-sized temporaries stay in the heap (a lower one mmaps every block: the
     # page faults then cost more than the selection)
     env = os.environ | {"MALLOC_MMAP_THRESHOLD_": str(4 << 20)}
-    return run_child("select_fuse", str(mask_path), env=env), mask_path
+    return run_child("stages", str(tmp), ",".join(map(str, counts)), str(repeats), "1" if quick else "", env=env)
+
+
+def end_to_end(concepts: int, pairs: int, recorded: int, batch: int, repeats: int, tmp: Path, quick: bool) -> dict:
+    """A prompt list -> a saved mask (saliency, selection, fusion, save) on the reference fixture's
+    width-32 SD1.5 layout at 64x64 (quick: the tiny layout), the paper's objects values."""
+    import official
+
+    patcher = tiny.tiny_sd15_patcher() if quick else official.fixture_layout_patcher()
+    encode = tiny.hashed_encoder(tiny.TINY_SD15_UNET["context_dim"] if quick else 768)
+    names = [*official.CONCEPTS, *OBJECTS][:concepts]
+    runs = [official.end_to_end(patcher, encode, names, pairs, batch, recorded, tmp / "e2e.safetensors")
+            for _ in range(repeats)]
+    return {"concepts": concepts, "pairs": pairs, "recorded_steps": recorded, "prompts_per_batch": batch,
+            "unet_calls": runs[0]["unet_calls"], "pruned": runs[0]["pruned"],
+            **{stage: quartiles([r[stage] for r in runs]) for stage in ("saliency", "select", "fuse", "save", "total")},
+            "per_concept": quartiles([r["total"] / concepts for r in runs])}
 
 
 def mask_load_apply(subject: Subject, mask_path: Path, repeats: int) -> dict:
@@ -318,42 +399,6 @@ def mask_load_apply(subject: Subject, mask_path: Path, repeats: int) -> dict:
         fia.apply_mask(subject.patcher, fia.load_mask(mask_path))
 
     return {"load_plus_apply_seconds": common.median_seconds(load_apply, repeats)}
-
-
-def saliency_rows(result: dict) -> list[tuple[str, str, str]]:
-    small, big, shared = result["overhead_small"], result["overhead_sd15"], result["shared_base"]
-    rows = [
-        *[(f"saliency_overhead_ratio, {o['model']} (quartiles over rounds)",
-           f"{o['saliency_overhead_ratio']:.3f} ({o['ratio_quartiles'][0]:.3f}-{o['ratio_quartiles'][1]:.3f})", "<= 1.10")
-          for o in (small, big)],
-        ("UNet calls per concept (SD1.5: 4 pairs in one batch of 4, cond+uncond batched, T=10)",
-         f"{big['unet_calls_per_concept']} (full schedule: {big['full_schedule_unet_calls'] // 2})",
-         "batches x T"),
-        ("shared_base_speedup (5 concepts / 5 x 1 concept; quartiles)",
-         f"{shared['shared_base_speedup']:.3f} ({shared['ratio_quartiles'][0]:.3f}-{shared['ratio_quartiles'][1]:.3f})", "<= 0.65"),
-        ("saliency_state_bytes per concept, SD1.5 reference form", f"{big['saliency_state_bytes_per_concept']:,}", "<= 1 MB"),
-    ]
-    return rows + [(f"saliency seconds, {small['model']}, {b} prompts per batch", f"{s:.2f}", "")
-                   for b, s in result["batch_scaling_small"].items()]
-
-
-def mask_rows(result: dict) -> list[tuple[str, str, str]]:
-    sf, ms = result["select_fuse_sd15"], result["masked_sampling_sd15"]
-    return [
-        ("select_fuse_seconds, 10 concepts, SD1.5 shapes", f"{sf['select_fuse_seconds']:.1f}", ""),
-        ("peak RSS of select+fuse above resident / largest layer (fp32)", f"{sf['peak_over_largest_layer']:.2f}", "<= 2"),
-        *[(f"{label}, SD1.5 {ms['size']}x{ms['size']}, CPU seconds, {how}",
-           f"{r['cpu'][mode]['median']:.3f} ({r['cpu'][mode]['quartiles'][0]:.3f}-{r['cpu'][mode]['quartiles'][1]:.3f})",
-           target if mode == "patch" else "")
-          for how, r in ((f"per sampler step, median of {ms['sampler_step']['rounds']} rounds (quartiles)",
-                          ms["sampler_step"]),
-                         (f"per UNet call, median of {ms['unet_call']['cycles']} paired calls (quartiles)",
-                          ms["unet_call"]))
-          for label, mode, target in (("masked_sampling_ratio, patch mode", "patch", "<= 1.02"),
-                                      ("wrapper mode time ratio", "wrapper", ""))],
-        ("mask_file_bytes, 10-concept SD1.5 mask", f"{sf['mask_file_bytes']:,} ({sf['pruned_weights']:,} pruned)", "<= 2 MB"),
-        ("mask load + apply seconds, SD1.5", f"{result['mask_load_apply_sd15']['load_plus_apply_seconds']:.2f}", ""),
-    ]
 
 
 def main() -> None:
@@ -364,31 +409,54 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64, help="image size for the full-width SD1.5 UNet")
     parser.add_argument("--masks-only", action="store_true",
                         help="selection, mask file and masked sampling only (writes perf_masks.json/.md)")
+    parser.add_argument("--quick", action="store_true",
+                        help="every part on tiny models, one round (about a minute): checks the bench itself")
+    parser.add_argument("--report", type=Path, help="also write the JSON here (bench/reports/perf.json)")
+    parser.add_argument("--e2e-pairs", type=int, default=30, help="prompt pairs per concept in the end-to-end runs")
+    parser.add_argument("--e2e-batch", type=int, default=31, help="prompts per batch in the end-to-end runs")
+    parser.add_argument("--selection-only", action="store_true",
+                        help="the stages and end-to-end runs, the mask's load + apply; no recording-overhead or "
+                             "masked-sampling rounds (a shared machine's hour)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        {"select_fuse": select_fuse_child, "masked_sampling": masked_sampling_child}[args.child[0]](*args.child[1:])
+        {"stages": stages_child, "masked_sampling": masked_sampling_child}[args.child[0]](*args.child[1:])
         return
-    result = {"machine": common.machine(), "repeats": args.repeats}
+    quick = args.quick
+    if quick:
+        args.repeats, args.sampling_rounds, args.size = 1, 1, 32
+    counts, pairs, recorded = ((1, 2), 2, 2) if quick else ((1, 10, 30), args.e2e_pairs, 10)
+    small_pairs = 2 if quick else 16
+    result = {"machine": common.machine(), "repeats": args.repeats, "quick": quick, "date": time.strftime("%Y-%m-%d")}
     with tempfile.TemporaryDirectory() as tmp:
-        result["select_fuse_sd15"], mask_path = select_fuse(Path(tmp))
+        result["stages"] = stages(Path(tmp), counts, args.repeats, quick)
+        mask_path = Path(tmp) / f"mask{counts[1]}.safetensors"  # the 10-concept mask (quick: 2)
         if not args.masks_only:
-            small = small_subject()
+            result["end_to_end"] = {str(n): end_to_end(n, pairs, recorded, 4 if quick else args.e2e_batch, args.repeats,
+                                                       Path(tmp), quick) for n in counts}
+        if not args.masks_only and not args.selection_only:
+            small = small_subject(quick)
             # a ToyWorld round takes seconds, so its hook overhead (about 5%) needs more rounds
             # than --repeats to stand clear of this machine's +-10% scatter between rounds
-            result["overhead_small"] = overhead(small, 16, 3 * args.repeats)
-            result["shared_base"] = shared_base(small, 8, args.repeats)
-            result["batch_scaling_small"] = batch_scaling(small, 8, args.repeats)
+            result["overhead_small"] = overhead(small, small_pairs, args.repeats if quick else 3 * args.repeats)
+            result["shared_base"] = shared_base(small, max(2, small_pairs // 2), args.repeats)
+            result["batch_scaling_small"] = batch_scaling(small, max(2, small_pairs // 2), args.repeats,
+                                                          (1, 2) if quick else (1, 4, 8))
             del small
-        sd15 = sd15_subject(args.size)
-        if not args.masks_only:
-            result["overhead_sd15"] = overhead(sd15, 4, args.repeats)
+        sd15 = sd15_subject(args.size, quick)
+        if not args.masks_only and not args.selection_only:
+            result["overhead_sd15"] = overhead(sd15, 2 if quick else 4, args.repeats)
         result["mask_load_apply_sd15"] = mask_load_apply(sd15, mask_path, args.repeats)
         del sd15
-        result["masked_sampling_sd15"] = run_child("masked_sampling", str(mask_path), str(args.size), str(args.sampling_rounds),
-                                                   env=os.environ | STEADY_ALLOCATOR)
-    rows = mask_rows(result) if args.masks_only else saliency_rows(result) + mask_rows(result)
+        if not args.selection_only:
+            result["masked_sampling_sd15"] = run_child("masked_sampling", str(mask_path), str(args.size),
+                                                       str(args.sampling_rounds), "1" if quick else "",
+                                                       env=os.environ | STEADY_ALLOCATOR)
+    rows = report_tables.mask_rows(result) if args.masks_only else report_tables.perf_rows(result)
     path = common.write("perf_masks" if args.masks_only else "perf", result, rows, "FIA performance")
+    if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(path.with_suffix(".json").read_text())
     print(path.read_text())
 
 

@@ -41,12 +41,16 @@ def agnostic_threshold(alpha: float, num_concepts: int, rules: selection.Selecti
     return max(AGNOSTIC_MIN_SHARE if rules.agnostic_needs_two else 1, math.ceil(product))
 
 
-def concept_counts(selected: list[torch.Tensor], numel: int) -> torch.Tensor:
-    """s_ij of Eq.7: in how many concept masks each weight is (flat indices in, dense counts out)."""
-    dtype = torch.uint8 if len(selected) < 256 else torch.int16
-    counts = torch.zeros(numel, dtype=dtype)
+def concept_counts(selected: list[torch.Tensor], numel: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """s_ij of Eq.7: in how many concept masks each weight is (flat indices in, dense counts out, on `device`).
+
+    One byte a weight on the CPU; int32 on a GPU, whose atomic adds want it."""
+    device = torch.device(device)
+    dtype = torch.int32 if device.type != "cpu" else torch.uint8 if len(selected) < 256 else torch.int16
+    counts = torch.zeros(numel, dtype=dtype, device=device)
     for indices in selected:
-        counts.index_add_(0, indices.long(), torch.ones(indices.numel(), dtype=dtype))
+        indices = indices.to(device, torch.long)
+        counts.index_add_(0, indices, torch.ones(indices.numel(), dtype=dtype, device=device))
     return counts
 
 
@@ -54,18 +58,12 @@ def fuse_counts(counts: torch.Tensor, threshold: int | None) -> tuple[torch.Tens
     """Eq.8: prune where 0 < s < tau_ca, keep (agnostic) where s >= tau_ca.
 
     threshold None = plain union (the paper's 'naive' fusion): everything selected is pruned.
-    Returns (pruned, kept_agnostic) as flat sorted indices, found one block of entries at a time.
+    Returns (pruned, kept_agnostic) as flat sorted indices: one pass over the counts, then only
+    the selected weights are touched.
     """
-    pruned, kept = [], []
-    block = selection.BLOCK_ENTRIES
-    for start in range(0, counts.numel(), block):
-        part = counts[start:start + block]
-        selected = part > 0
-        agnostic = part >= threshold if threshold is not None else torch.zeros_like(selected)
-        pruned.append(compact_indices((selected & ~agnostic).nonzero().flatten() + start, counts.numel()))
-        kept.append(compact_indices(agnostic.nonzero().flatten() + start, counts.numel()))
-    empty = compact_indices(torch.zeros(0, dtype=torch.int64), counts.numel())
-    return torch.cat(pruned) if pruned else empty, torch.cat(kept) if kept else empty
+    selected = counts.nonzero().flatten()
+    agnostic = counts[selected] >= threshold if threshold is not None else torch.zeros_like(selected, dtype=torch.bool)
+    return compact_indices(selected[~agnostic], counts.numel()), compact_indices(selected[agnostic], counts.numel())
 
 
 def merge_concept_masks(inputs: list[ConceptMasks], what: str = "concept_masks") -> ConceptMasks:
@@ -113,8 +111,12 @@ def fuse_masks(
     mode: str = "concept-agnostic",
     compatibility: str | selection.SelectionRules = "fixed",
     keep: list[ConceptMasks] | None = None,
+    device: torch.device | str | None = None,
 ) -> UnlearningMask:
     """Eq.7-8 over all concepts of all inputs; compatibility as in select_sensitive_neurons.
+
+    Runs layer by layer on `device` (default: the GPU when there is one), each layer's indices
+    moved there and the result brought back to the CPU; the same mask on any device.
 
     alpha 0 = the paper's value for the concepts' task (`paper_alpha`). `keep`: masks of concepts
     to preserve, selected exactly as the forgotten ones; no weight selected for a kept concept is
@@ -133,16 +135,20 @@ def fuse_masks(
     if alpha == 0:
         alpha, alpha_source = paper_alpha(masks)
     threshold = agnostic_threshold(alpha, len(concepts), rules) if mode == "concept-agnostic" else None
+    device = selection.selection_device(device)
     pruned, kept, spared = {}, {}, 0
     for layer in masks.layers:
-        counts = concept_counts([masks.selected[c][layer.key] for c in concepts], layer.out_features * layer.in_features)
-        pruned[layer.key], kept[layer.key] = fuse_counts(counts, threshold)
-        del counts
+        numel = layer.out_features * layer.in_features
+        layer_pruned, layer_kept = fuse_counts(concept_counts([masks.selected[c][layer.key] for c in concepts], numel, device),
+                                               threshold)
         if kept_masks is not None:
-            protected = torch.cat([kept_masks.selected[c][layer.key].to(pruned[layer.key].dtype) for c in kept_masks.concepts])
-            spare = torch.isin(pruned[layer.key], protected)
+            protected = torch.cat([kept_masks.selected[c][layer.key].to(device, layer_pruned.dtype)
+                                   for c in kept_masks.concepts])
+            spare = torch.isin(layer_pruned, protected)
             spared += int(spare.sum())
-            pruned[layer.key] = pruned[layer.key][~spare]
+            layer_pruned = layer_pruned[~spare]
+        pruned[layer.key], kept[layer.key] = layer_pruned.cpu(), layer_kept.cpu()
+        del layer_pruned, layer_kept
         release_freed_memory()
     mask = UnlearningMask(
         masks.architecture, list(masks.layers), pruned, kept, concepts,

@@ -30,7 +30,7 @@ class SaliencyRecord:
 
     concept_moments[c][key]: mean over concept c's prompts, [T, C] (reference) or [T, C_out, C]
     base_moments[b][key]:    mean and population std over base set b's prompts
-    abs_weights[key]:        |W| of the neuron columns as sampled (patches such as LoRAs applied), model dtype
+    abs_weights[key]:        |W| of the neuron columns as sampled (patches such as LoRAs applied), model dtype, on the CPU
     """
 
     architecture: str
@@ -47,6 +47,7 @@ class SaliencyRecord:
     fingerprint: str
     unet_calls: int = 0
     extra: dict = field(default_factory=dict)
+    device: str | None = None  # where the model's weights were: selection runs there (statistics wait on the CPU)
 
     @property
     def recorded_steps(self) -> int:

@@ -26,13 +26,13 @@ from dataclasses import dataclass
 
 import torch
 
-from . import paper
+from . import factorised, paper
 from .errors import FIAInputError
 from .masks import ConceptMasks, SelectionSettings, compact_indices
 from .memory import release_freed_memory
 from .prompts import r2_for
 from .record import SaliencyRecord
-from .statistics import FORMS, contrastive_saliency
+from .statistics import FORMS, contrastive_margin, contrastive_saliency
 
 StepSaliency = Callable[[int, slice], torch.Tensor]
 """(step t, rows) -> S[t][rows], Eq.2's contrastive saliency of one layer at that step."""
@@ -148,28 +148,36 @@ def time_integrated_sensitivity(
     k = count_for(r1, rows * columns)
     taus = [kth_largest_streamed(lambda t=t: (step_saliency(t, b).float() for b in blocks), k) for t in range(steps)]
 
-    def mean_saliency(b: slice) -> torch.Tensor:
-        total = step_saliency(0, b).to(torch.float32, copy=True)  # never sum into the caller's tensor
-        for t in range(1, steps):
-            total += step_saliency(t, b)
-        total /= steps
-        return total
+    peak = max(step_mean(step_saliency(t, b).float() for t in range(steps)).max() for b in blocks).clamp_min(1e-12)
+    return lambda b: combine_steps((step_saliency(t, b).float() for t in range(steps)), taus, peak)
 
-    peak = max(mean_saliency(b).max() for b in blocks).clamp_min(1e-12)
 
-    def sensitivity(b: slice) -> torch.Tensor:
-        total, hits = None, None
-        for t in range(steps):
-            saliency = step_saliency(t, b).float()
-            hit = sensitive(saliency, taus[t])
-            total = saliency.clone() if total is None else total.add_(saliency)
-            hits = hit.to(torch.int16) if hits is None else hits.add_(hit)
-        total /= steps
-        frequency = hits.float()
-        frequency /= steps
-        return 0.5 * (total / peak) + 0.5 * frequency
+def step_mean(saliencies: Iterable[torch.Tensor]) -> torch.Tensor:
+    """mean_t(S) of Eq.3, summed in step order in fp32 (both selection paths sum the same way)."""
+    total, steps = None, 0
+    for saliency in saliencies:
+        total = saliency.clone() if total is None else total.add_(saliency)  # never sum into the caller's tensor
+        steps += 1
+    total /= steps
+    return total
 
-    return sensitivity
+
+def combine_steps(saliencies: Iterable[torch.Tensor], taus: list[torch.Tensor], peak: torch.Tensor) -> torch.Tensor:
+    """Eq.3 for some weights from their S[t], t = 0..T-1: 0.5 * mean_t(S) / peak + 0.5 * mean_t(1[S > tau_t]).
+
+    The one place A is formed, in the reference's operations and order (fp32), by the general path
+    (blocks of rows) and the factorised one (single weights) alike: that is what keeps them bit-identical.
+    """
+    total, hits, steps = None, None, 0
+    for saliency, tau in zip(saliencies, taus, strict=True):
+        hit = sensitive(saliency, tau)
+        total = saliency.clone() if total is None else total.add_(saliency)
+        hits = hit.to(torch.int16) if hits is None else hits.add_(hit)
+        steps += 1
+    total /= steps
+    frequency = hits.float()
+    frequency /= steps
+    return 0.5 * (total / peak) + 0.5 * frequency
 
 
 def spatial_selection(
@@ -249,8 +257,10 @@ def select_sensitive_neurons(
     compatibility "reference" reproduces the reference code's selection bit for bit, pitfalls
     included (SelectionRules); "fixed" (default) departs from it where it is wrong.
 
-    Runs layer by layer on `device` (default: the GPU when there is one); masks come back to
-    the CPU. CPU results are bit-identical from run to run.
+    Runs layer by layer on `device` (default: where the model's weights were while recording),
+    one layer's |W| and statistics moved there at a time; masks come back to the CPU. The
+    reference form takes the factorised path (`factorised`: each column of |W| sorted once per
+    layer for all concepts), which gives the general path's masks bit for bit, on any device.
     """
     check_ratio("r1", r1)
     check_ratio("r2", r2, allow_zero=True)
@@ -260,34 +270,54 @@ def select_sensitive_neurons(
     if method == "conceptprune" and record.form != "reference":
         raise FIAInputError("method: ConceptPrune selection needs a saliency run with saliency_form = reference.")
     overrides = {k.lower(): v for k, v in (r2_overrides or {}).items()}
-    steps = record.recorded_steps
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    selected: dict[str, dict[str, torch.Tensor]] = {}
-    settings: dict[str, SelectionSettings] = {}
-    for concept in record.concepts:
-        ratio = r2_for(concept, record.preset, r2, overrides)
-        base = record.base_moments[record.concept_base[concept]]
-        per_layer = {}
-        for layer in record.layers:
-            abs_weight = record.abs_weights[layer.key].to(device)  # model dtype; fp32 one block at a time
-            mean_c = record.concept_moments[concept][layer.key].mean.to(device)
-            mean_b, std_b = base[layer.key].mean.to(device), base[layer.key].std.to(device)
-            if method == "fia":
-                step_saliency = _step_saliency(abs_weight, mean_c, mean_b, std_b, FORMS[record.form].per_weight)
-                shape = tuple(abs_weight.shape)
-                sensitivity = time_integrated_sensitivity(step_saliency, shape, steps, r1)
-                rows, cols = spatial_selection(sensitivity, ratio, shape, rules)
-            else:
-                chosen = conceptprune_selection(abs_weight.to(device, torch.float32), mean_c, mean_b, ratio)
-                rows, cols = chosen.nonzero(as_tuple=True)
+    device = selection_device(device, record.device)
+    ratios = {c: r2_for(c, record.preset, r2, overrides) for c in record.concepts}
+    selected: dict[str, dict[str, torch.Tensor]] = {c: {} for c in record.concepts}
+    for layer in record.layers:
+        abs_weight = record.abs_weights[layer.key].to(device)  # model dtype; fp32 one block at a time
+        columns = None
+        if method == "fia" and not FORMS[record.form].per_weight and abs_weight.shape[0] <= factorised.MAX_ROWS:
+            columns = factorised.SortedColumns(abs_weight)  # the model's: shared by every concept
+        for concept in record.concepts:
+            base = record.base_moments[record.concept_base[concept]][layer.key]
+            stats = [m.to(device) for m in (record.concept_moments[concept][layer.key].mean, base.mean, base.std)]
+            rows, cols = _select_layer(abs_weight, columns, stats, record, method, r1, ratios[concept], rules)
             flat = rows * layer.in_features + cols + layer.neuron_columns.start
-            per_layer[layer.key] = compact_indices(flat, layer.out_features * layer.in_features).cpu()
-            release_freed_memory()
-        selected[concept] = per_layer
-        settings[concept] = SelectionSettings(r1, ratio, method, record.form, record.preset, rules_name(rules))
+            selected[concept][layer.key] = compact_indices(flat, layer.out_features * layer.in_features).cpu()
+        del columns, abs_weight
+        release_freed_memory()
+    settings = {c: SelectionSettings(r1, ratios[c], method, record.form, record.preset, rules_name(rules))
+                for c in record.concepts}
     return ConceptMasks(
         record.architecture, list(record.layers), selected, settings, record.fingerprint, recording=record.provenance
     )
+
+
+def selection_device(device: torch.device | str | None, model_device: str | None = None) -> torch.device:
+    """The device asked for, else the model's (when this machine has it), else the GPU when there is one."""
+    if device is not None:
+        return torch.device(device)
+    if model_device is not None:
+        wanted = torch.device(model_device)
+        if wanted.type == "cpu" or (wanted.type == "cuda" and torch.cuda.is_available()):
+            return wanted
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _select_layer(abs_weight, columns, stats, record: SaliencyRecord, method: str, r1: float, r2: float,
+                  rules: SelectionRules) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq.3-6 (or ConceptPrune) for one concept in one layer: Q's (rows, columns)."""
+    mean_c, mean_b, std_b = stats
+    if method == "conceptprune":
+        return conceptprune_selection(abs_weight.float(), mean_c, mean_b, r2).nonzero(as_tuple=True)
+    if columns is not None:
+        with factorised.small_ops(abs_weight.device):
+            found = factorised.select_layer(columns, contrastive_margin(mean_c, mean_b, std_b), r1, r2, rules)
+        if found is not None:
+            return found
+    step_saliency = _step_saliency(abs_weight, mean_c, mean_b, std_b, FORMS[record.form].per_weight)
+    shape = tuple(abs_weight.shape)
+    return spatial_selection(time_integrated_sensitivity(step_saliency, shape, record.recorded_steps, r1), r2, shape, rules)
 
 
 def compatibility_rules(compatibility: str | SelectionRules) -> SelectionRules:

@@ -59,8 +59,13 @@ def contrastive_saliency(
     U = |W| * u with |W| >= 0 constant over prompts, so the moments of U are |W| times those of u.
     Column statistics ([C_in]) broadcast over output rows.
     """
-    margin = (concept_mean - base_mean - base_std).clamp_min(0.0)
-    return abs_weight * margin
+    return abs_weight * contrastive_margin(concept_mean, base_mean, base_std)
+
+
+def contrastive_margin(concept_mean: torch.Tensor, base_mean: torch.Tensor, base_std: torch.Tensor) -> torch.Tensor:
+    """Eq.2 without |W|: max(0, mean_c(u) - mean_b(u) - std_b(u)). In the reference form it is one
+    number per input column and step, which is what lets selection work from sorted |W| columns."""
+    return (concept_mean - base_mean - base_std).clamp_min(0.0)
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,7 @@ def compute_saliency(
         results[(kind, name)] = {key: acc.finalize(torch.float32) for key, acc in accumulators.items()}
 
     dtype = patcher.model.get_dtype()  # what inference uses; fp16 halves the record for fp16 checkpoints
-    abs_weights = {layer.key: weights.pop(layer.key)[:, layer.neuron_columns].abs().to(dtype) for layer in layers}
+    abs_weights = {layer.key: weights.pop(layer.key)[:, layer.neuron_columns].abs().to("cpu", dtype) for layer in layers}
     return SaliencyRecord(
         architecture=spec.family,
         layers=layers,
@@ -165,6 +165,7 @@ def compute_saliency(
         ),
         fingerprint=source_fingerprint,
         unet_calls=recorder.unet_calls,
+        device=str(device),
     )
 
 
