@@ -30,8 +30,8 @@ from . import paper
 from .errors import FIAInputError
 from .masks import ConceptMasks, SelectionSettings, compact_indices
 from .memory import release_freed_memory
-from .prompts import r2_for
 from .record import SaliencyRecord
+from .request import concept_key, resolve_r2
 from .statistics import FORMS, contrastive_saliency
 
 StepSaliency = Callable[[int, slice], torch.Tensor]
@@ -259,13 +259,13 @@ def select_sensitive_neurons(
     rules = compatibility_rules(compatibility)
     if method == "conceptprune" and record.form != "reference":
         raise FIAInputError("method: ConceptPrune selection needs a saliency run with saliency_form = reference.")
-    overrides = {k.lower(): v for k, v in (r2_overrides or {}).items()}
+    overrides = {concept_key(k): v for k, v in (r2_overrides or {}).items()}
     steps = record.recorded_steps
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     selected: dict[str, dict[str, torch.Tensor]] = {}
     settings: dict[str, SelectionSettings] = {}
     for concept in record.concepts:
-        ratio = r2_for(concept, record.preset, r2, overrides)
+        ratio = resolve_r2(concept, record.preset, r2, overrides)
         base = record.base_moments[record.concept_base[concept]]
         per_layer = {}
         for layer in record.layers:
