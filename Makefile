@@ -20,9 +20,10 @@ lint: env
 test: env browser-env emoji-data lint
 	./scripts/test.sh
 
-# quick loop: unit and node tests only (no server, browser or lint)
-unit: env emoji-data
-	FIA_E2E=0 FIA_BROWSER=0 $(PY) -m pytest -q
+# quick loop: unit and node tests only, about a minute (deselects the slow, toyworld, server and
+# browser marks; no lint). `make test` runs everything.
+unit: env
+	$(PY) -m pytest -q -m "not slow and not toyworld and not server and not browser"
 
 demo: env
 	$(PY) -m toyworld.demo

@@ -269,7 +269,7 @@ def run_child(name: str, *args: str, env: dict | None = None) -> dict:
         return json.loads(out_json.read_text())
 
 
-def synthetic_record(layers: list[fia.FFLayer], concepts: int, steps: int, seed: int = 0) -> SaliencyRecord:
+def synthetic_record(layers: list[fia.PrunableLayer], concepts: int, steps: int, seed: int = 0) -> SaliencyRecord:
     """Statistics with SD1.5's shapes: every concept raises a few percent of the columns."""
     gen = torch.Generator().manual_seed(seed)
     abs_weights, base, concept_moments = {}, {}, {f"c{i}": {} for i in range(concepts)}
@@ -292,13 +292,13 @@ def synthetic_record(layers: list[fia.FFLayer], concepts: int, steps: int, seed:
                           fia.architectures.fingerprint(abs_weights))
 
 
-def model_layers(quick: bool) -> list[fia.FFLayer]:
+def model_layers(quick: bool) -> list[fia.PrunableLayer]:
     """The 16 `ff.net.2` layers of SD1.5 (quick: of the tiny SD1.5 layout), from a meta-device model."""
     import comfy.supported_models
 
     unet = tiny.TINY_SD15_UNET if quick else tiny.SD15_FULL_UNET
     model = comfy.supported_models.SD15(dict(unet)).get_model({}, device=torch.device("meta"))
-    return fia.discover_ff_layers(model.diffusion_model, fia.architecture_of(model.model_config))
+    return fia.discover_layers(model.diffusion_model, fia.architecture_of(model.model_config))
 
 
 def quartiles(values: list[float]) -> dict:
@@ -317,7 +317,7 @@ def stages_child(out_json: str, mask_dir: str, counts: str, repeats: str, quick:
     Path(out_json).write_text(json.dumps(result))
 
 
-def stages_of(layers: list[fia.FFLayer], concepts: int, repeats: int, mask_path: Path, time_sort: bool) -> dict:
+def stages_of(layers: list[fia.PrunableLayer], concepts: int, repeats: int, mask_path: Path, time_sort: bool) -> dict:
     record = synthetic_record(layers, concepts=concepts, steps=10)
     settings = fia.MethodSettings()  # the paper's objects values
     gc.collect()

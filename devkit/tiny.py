@@ -106,4 +106,4 @@ def seeded_mask(engine, patcher, share: float, seed: int = 0):
     for layer in layers:
         total = layer.out_features * layer.in_features
         pruned[layer.key] = torch.randperm(total, generator=generator)[: int(total * share)].sort().values.int()
-    return engine.UnlearningMask(spec.family, layers, pruned, {k: v[:0] for k, v in pruned.items()}, ["seeded"], {}, "")
+    return engine.UnlearningMask(spec.family, layers, pruned, {k: v[:0] for k, v in pruned.items()}, ["seeded"], engine.masks.StatedSettings({}), "")

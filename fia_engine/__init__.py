@@ -24,11 +24,12 @@ from .core import (
     paper,
     prompts,
     record,
+    request,
     sampling,
     selection,
     statistics,
 )
-from .core.architectures import ARCHITECTURES, FFLayer, architecture_of, discover_ff_layers
+from .core.architectures import ARCHITECTURES, PrunableLayer, architecture_of, discover_layers
 from .core.errors import FIAInputError
 from .core.fusion import fuse_masks, merge_concept_masks
 from .core.mask_io import load_mask, read_metadata, save_mask
@@ -39,12 +40,11 @@ from .core.prompts import (
     PromptPair,
     PromptPreset,
     build_prompt_pairs,
-    parse_concepts,
     parse_lines,
-    parse_r2_overrides,
     resolve_preset,
 )
 from .core.record import SaliencyRecord
+from .core.request import ConceptRequest, parse_concepts, parse_r2_overrides, resolve_concepts
 from .core.sampling import SamplingSettings
 from .core.selection import select_sensitive_neurons
 from .host import layers, method, patching, plms, recording, saliency
@@ -54,12 +54,12 @@ from .host.patching import apply_mask
 from .host.saliency import compute_saliency
 
 __all__ = [
-    "ARCHITECTURES", "ConceptMasks", "FFLayer", "FIAInputError", "MethodResult", "MethodSettings", "PRESETS",
+    "ARCHITECTURES", "ConceptMasks", "ConceptRequest", "PrunableLayer", "FIAInputError", "MethodResult", "MethodSettings", "PRESETS",
     "PRESET_NAMES", "PromptPair", "PromptPreset", "SaliencyRecord", "SamplingSettings", "UnlearningMask",
     "apply_mask", "architecture_of", "architectures", "build_prompt_pairs", "checks", "compute_saliency",
-    "discover_ff_layers", "errors", "factorised", "fuse_masks", "fusion", "index_codec", "inspection", "layers",
+    "discover_layers", "errors", "factorised", "fuse_masks", "fusion", "index_codec", "inspection", "layers",
     "layers_of_patcher", "load_mask", "mask_io", "mask_schema", "masks", "masks_from", "memory",
     "merge_concept_masks", "method", "paper", "parse_concepts", "parse_lines", "parse_r2_overrides", "patching", "plms",
-    "prompts", "read_metadata", "record", "recording", "resolve_preset", "saliency", "sampling", "save_mask",
+    "prompts", "read_metadata", "record", "recording", "request", "resolve_concepts", "resolve_preset", "saliency", "sampling", "save_mask",
     "select_sensitive_neurons", "selection", "statistics", "unlearning_mask",
 ]

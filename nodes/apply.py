@@ -6,6 +6,7 @@ from comfy_api.latest import io, ui
 
 from ..fia_engine import apply_mask
 from ..fia_engine.core.checks import empty_mask_warning
+from ..fia_engine.host.patching import MODES
 from .boundary import FIANode
 from .types import CATEGORY, Mask
 
@@ -25,7 +26,7 @@ class FIAApplyUnlearningMask(FIANode):
                 io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.05, round=0.01,
                                tooltip="1 = masked weights set to zero (the paper), 0 = untouched; between "
                                        "scales them by 1 - strength."),
-                io.Combo.Input("mode", options=["patch", "wrapper"], default="patch",
+                io.Combo.Input("mode", options=list(MODES), default="patch",
                                tooltip="patch: computed once at load, saved by CheckpointSave; place this node "
                                        "AFTER your LoRA loaders (a LoRA applied later refills pruned weights). "
                                        "wrapper: masks at every forward after all patches, so order does not "

@@ -6,6 +6,7 @@ from comfy_api.latest import io, ui
 
 from ..fia_engine import fuse_masks, paper
 from ..fia_engine.core.checks import empty_mask_warning
+from ..fia_engine.core.fusion import FUSION_MODES
 from ..fia_engine.core.selection import COMPATIBILITY
 from .boundary import FIANode
 from .types import CATEGORY, ConceptMasks, Mask
@@ -35,7 +36,7 @@ class FIAFuseMasks(FIANode):
                                        "concept-agnostic and kept. 0 = the paper's value for the concepts' preset "
                                        f"({paper.describe('alpha')}; concepts of several presets: their mean, "
                                        "weighted by concepts), stated in the mask."),
-                io.Combo.Input("fusion", options=["concept-agnostic", "union"], default="concept-agnostic",
+                io.Combo.Input("fusion", options=list(FUSION_MODES), default="concept-agnostic",
                                tooltip="concept-agnostic: the paper's fusion. union: prune every selected weight "
                                        "(forgets a bit more, costs image quality)."),
                 io.Combo.Input("compatibility", options=list(COMPATIBILITY), default="fixed", optional=True,

@@ -6,10 +6,10 @@ import comfy.samplers
 import comfy.utils
 from comfy_api.latest import io
 
-from ..fia_engine import PRESET_NAMES, SamplingSettings, compute_saliency, paper, parse_concepts, resolve_preset
-from ..fia_engine.core.architectures import LAYER_KINDS
-from ..fia_engine.core.checks import check_concept_names
+from ..fia_engine import PRESET_NAMES, SamplingSettings, compute_saliency, paper, parse_lines, resolve_preset
+from ..fia_engine.core.architectures import LAYER_KINDS, STREAM_CHOICES
 from ..fia_engine.core.prompts import NOISE_PROTOCOLS
+from ..fia_engine.core.statistics import FORMS
 from ..fia_engine.host.recording import SCHEDULES
 from .boundary import FIANode
 from .types import CATEGORY, Saliency
@@ -100,11 +100,11 @@ class FIAComputeConceptSaliency(FIANode):
                 io.Int.Input("prompts_per_batch", default=4, min=1, max=256,
                              tooltip="Prompts sampled together. Higher is faster if memory allows; results "
                                      "agree within float rounding."),
-                io.Combo.Input("streams", options=["default", "all"], default="default",
+                io.Combo.Input("streams", options=list(STREAM_CHOICES), default="default",
                                tooltip="Which feed-forward layers to analyse and prune. default: the UNet's for "
                                        "SD1.x/SD2.x/SDXL, the image stream for SD3, image and single blocks for "
                                        "Flux. all: also the text-stream MLPs of SD3 and Flux."),
-                io.Combo.Input("saliency_form", options=["reference", "exact"], default="reference",
+                io.Combo.Input("saliency_form", options=list(FORMS), default="reference",
                                tooltip="reference: |W|*||X_j|| as in the reference code (small, fast). exact: "
                                        "the paper's Eq.1 with the cosine term (keeps T weight-sized tensors per "
                                        "concept: about 2 GB per concept for SD1.5)."),
@@ -128,12 +128,10 @@ class FIAComputeConceptSaliency(FIANode):
     def execute(cls, model, clip, concepts, preset, concept_template, base_template, placeholders, prompt_pairs,
                 seed, steps, recorded_steps, cfg, sampler_name, scheduler, width, height, prompts_per_batch,
                 streams, saliency_form, schedule="reference", noise="shared", layers="ff2") -> io.NodeOutput:
-        concept_list = parse_concepts(concepts)
-        check_concept_names(concept_list)
         chosen = resolve_preset(preset, concept_template, base_template, placeholders)
         settings = SamplingSettings(steps, recorded_steps, cfg, sampler_name, scheduler, width, height, prompts_per_batch,
                                     schedule=schedule, noise=noise)
-        record = compute_saliency(model, clip_encoder(clip), concept_list, chosen, num_pairs=prompt_pairs, seed=seed,
+        record = compute_saliency(model, clip_encoder(clip), parse_lines(concepts), chosen, num_pairs=prompt_pairs, seed=seed,
                                   settings=settings, form=saliency_form, progress=comfy_progress(), streams=(streams,),
                                   layer_kind=layers)
         return io.NodeOutput(record)

@@ -6,7 +6,7 @@ from comfy_api.latest import io, ui
 
 from ..fia_engine import paper, parse_r2_overrides, select_sensitive_neurons
 from ..fia_engine.core.checks import empty_selection_warning
-from ..fia_engine.core.selection import COMPATIBILITY
+from ..fia_engine.core.selection import COMPATIBILITY, SELECTION_METHODS
 from .boundary import FIANode
 from .types import CATEGORY, ConceptMasks, Saliency
 
@@ -30,7 +30,7 @@ class FIASelectSensitiveNeurons(FIANode):
                                        f"for the preset: {paper.describe('r2')}."),
                 io.String.Input("r2_overrides", multiline=True, default="", placeholder="Van Gogh: 0.03",
                                 tooltip="Per-concept r2, one 'concept: ratio' per line; wins over r2."),
-                io.Combo.Input("method", options=["fia", "conceptprune"], default="fia",
+                io.Combo.Input("method", options=list(SELECTION_METHODS), default="fia",
                                tooltip="fia: the paper's selection. conceptprune: the earlier ConceptPrune rule "
                                        "(row top-k per step, union over steps), for comparison."),
                 io.Combo.Input("compatibility", options=list(COMPATIBILITY), default="fixed", optional=True,

@@ -12,13 +12,11 @@ from ..fia_engine import (
     SamplingSettings,
     apply_mask,
     paper,
-    parse_concepts,
     parse_lines,
     resolve_preset,
     unlearning_mask,
 )
-from ..fia_engine.core.checks import check_concept_names, empty_mask_warning, empty_selection_warning
-from ..fia_engine.core.fusion import check_forgotten_not_kept
+from ..fia_engine.core.checks import empty_mask_warning, empty_selection_warning
 from .boundary import FIANode
 from .saliency import LAYERS_INPUT, clip_encoder, comfy_progress
 from .types import CATEGORY, Mask
@@ -26,7 +24,7 @@ from .types import CATEGORY, Mask
 # What this node does not expose, at the paper's values: the reference code's 50-step PNDM calls for
 # SD1.x/SD2.x (euler/normal for other families), one starting latent for every prompt, the model's
 # native size, 4 prompts per batch, and cfg 0 = the family's recording cfg (7.5 for SD1.x, the paper's).
-# One constant, so tests can shrink the geometry.
+# Tests pass a smaller one as `sampling` (not an input of the node).
 PAPER_SAMPLING = SamplingSettings(paper.GENERAL.steps, paper.GENERAL.recorded_steps, cfg=0.0)
 # "custom" needs templates and placeholders: that path is the five-node graph.
 ONE_NODE_PRESETS = [name for name in PRESETS if name != "custom"]
@@ -95,17 +93,13 @@ class FIAUnlearn(FIANode):
 
     @classmethod
     def execute(cls, model, clip, concepts, preset, prompt_pairs, seed, recorded_steps, r2, alpha,
-                strength, keep="", layers="ff2") -> io.NodeOutput:
-        concept_list = parse_concepts(concepts)
-        keep_list = parse_lines(keep)
-        check_concept_names(concept_list + keep_list)
-        check_forgotten_not_kept(concept_list, keep_list)  # before the saliency run
+                strength, keep="", layers="ff2", *, sampling: SamplingSettings = PAPER_SAMPLING) -> io.NodeOutput:
         chosen = resolve_preset(preset)
-        sampling = dataclasses.replace(PAPER_SAMPLING, recorded_steps=recorded_steps)
+        sampling = dataclasses.replace(sampling, recorded_steps=recorded_steps)
         settings = MethodSettings(r2=r2, alpha=alpha, num_pairs=prompt_pairs, seed=seed, sampling=sampling,
                                   layer_kind=layers)
-        result = unlearning_mask(model, clip_encoder(clip), concept_list, chosen, settings=settings,
-                                 progress=comfy_progress(), keep=keep_list)
+        result = unlearning_mask(model, clip_encoder(clip), parse_lines(concepts), chosen, settings=settings,
+                                 progress=comfy_progress(), keep=parse_lines(keep))
         masks, mask = result.concept_masks, result.mask
         warnings = "\n".join(filter(None, (empty_selection_warning(masks), empty_mask_warning(mask))))
         return io.NodeOutput(apply_mask(model, mask, strength), mask, ui=ui.PreviewText(warnings) if warnings else None)

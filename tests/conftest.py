@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +18,19 @@ setup_comfyui()
 torch.set_num_threads(1)
 
 PACK_NAME = "fia_pack"
+
+
+FOLDER_MARKS = {"e2e": "server", "browser": "browser"}
+"""Tests in these folders carry these speed marks (`make unit` deselects them)."""
+
+
+def pytest_collection_modifyitems(config, items):
+    tests = Path(__file__).parent
+    for item in items:
+        path = Path(str(item.fspath))
+        for folder, mark in FOLDER_MARKS.items():
+            if path.is_relative_to(tests / folder):
+                item.add_marker(getattr(pytest.mark, mark))
 
 
 def pytest_report_header(config):
@@ -79,13 +93,3 @@ def encode(tiny_clip):
     from devkit import tiny
 
     return tiny.clip_encoder(tiny_clip)
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """On a shared 2-core machine, one intra-op thread runs tiny models ~8x faster than two
-    (modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -15,9 +15,6 @@ from devkit import tiny, tiny_archs
 FAMILIES = list(tiny_archs.TINY)
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 @pytest.fixture(scope="module", params=FAMILIES)
 def arch(request):
     """(family, patcher) of one tiny seeded model, shared by this module's tests."""
@@ -42,15 +39,15 @@ def log_chunks(patcher, log):
 def test_full_size_layer_counts(engine, name, family, total, default):
     cfg, model = tiny_archs.full_size_model(name)
     spec = engine.architecture_of(cfg)
-    every = engine.discover_ff_layers(model.diffusion_model, spec, ("all",))
+    every = engine.discover_layers(model.diffusion_model, spec, ("all",))
     assert spec.family == family
     assert len(every) == total <= spec.max_layers  # a mask file may claim no more
-    assert len(engine.discover_ff_layers(model.diffusion_model, spec)) == default
+    assert len(engine.discover_layers(model.diffusion_model, spec)) == default
 
 
 def test_full_size_flux_neuron_columns_are_the_mlp_part_of_linear2(engine):
     cfg, model = tiny_archs.full_size_model("Flux dev")
-    layers = engine.discover_ff_layers(model.diffusion_model, engine.architecture_of(cfg), ("all",))
+    layers = engine.discover_layers(model.diffusion_model, engine.architecture_of(cfg), ("all",))
     single = [layer for layer in layers if layer.stream == "single"]
     assert len(single) == 38 and all(layer.key.endswith(".linear2.weight") for layer in single)
     assert {(layer.shape, layer.neuron_start, layer.neuron_stop) for layer in single} == {((3072, 15360), 3072, 15360)}
@@ -60,13 +57,13 @@ def test_full_size_flux_neuron_columns_are_the_mlp_part_of_linear2(engine):
 def test_streams_defaults_all_and_unknown(engine):
     cfg, model = tiny_archs.full_size_model("SD3 medium")
     spec = engine.architecture_of(cfg)
-    default = engine.discover_ff_layers(model.diffusion_model, spec)
-    text = engine.discover_ff_layers(model.diffusion_model, spec, ("txt",))
+    default = engine.discover_layers(model.diffusion_model, spec)
+    text = engine.discover_layers(model.diffusion_model, spec, ("txt",))
     assert all(".x_block.mlp.fc2" in layer.key and layer.stream == "img" for layer in default)
     assert len(text) == 23 and all(".context_block.mlp.fc2" in layer.key for layer in text)
     assert "joint_blocks.23.context_block" not in " ".join(layer.key for layer in text)  # pre-only: no MLP
     with pytest.raises(engine.FIAInputError, match="SD3 models have no 'single' stream"):
-        engine.discover_ff_layers(model.diffusion_model, spec, ("img", "single"))
+        engine.discover_layers(model.diffusion_model, spec, ("img", "single"))
 
 
 def test_flux2_is_refused_not_taken_for_flux1(engine):
@@ -180,7 +177,7 @@ def empty_mask(engine, patcher):
     spec, layers = engine.layers_of_patcher(patcher)
     pruned = {layer.key: torch.tensor([0]) for layer in layers}
     kept = {layer.key: torch.tensor([], dtype=torch.long) for layer in layers}
-    return engine.UnlearningMask(spec.family, layers, pruned, kept, ["x"], {}, "")
+    return engine.UnlearningMask(spec.family, layers, pruned, kept, ["x"], engine.masks.StatedSettings({}), "")
 
 
 @pytest.fixture(scope="module")

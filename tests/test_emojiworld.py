@@ -17,6 +17,7 @@ from toyworld.emoji.world import HARMFUL_CODES, IMAGENETTE, EmojiWorld, Scene, c
 WEIGHTS = Path(__file__).parents[1] / "toyworld" / "weights"
 MODEL = WEIGHTS / "emojiworld.safetensors"
 READER = WEIGHTS / "emoji_reader.safetensors"
+pytestmark = pytest.mark.toyworld
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +163,7 @@ def reader_world(renders, reader) -> EmojiWorld:
     return EmojiWorld(renders, [full.index[c] for c in reader.concepts])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strength", [0.0, 1.0])
 def test_cnn_reader_floor_on_held_out_renders(reader, reader_world, strength: float) -> None:
     images, concept, style, places = _held_out(reader_world, strength, 400)
@@ -198,7 +200,7 @@ def test_loader_builds_the_sd15_layout_with_its_text_encoder(emoji_model, engine
     model = emoji_model.patcher.model
     assert isinstance(emoji_model.patcher, comfy.model_patcher.ModelPatcher)
     spec = engine.architecture_of(model.model_config)
-    layers = engine.discover_ff_layers(model.diffusion_model, spec)
+    layers = engine.discover_layers(model.diffusion_model, spec)
     assert spec.family == "SD1.x" and len(layers) == 16
     assert all(layer.path.endswith("ff.net.2") for layer in layers)
     meta = json.loads(emoji_model.metadata["text_encoder"])
@@ -210,6 +212,7 @@ def test_loader_builds_the_sd15_layout_with_its_text_encoder(emoji_model, engine
     assert IMAGENETTE["parachute"] in codes and len(codes) >= 400
 
 
+@pytest.mark.slow
 def test_committed_model_samples_deterministically(emoji_model) -> None:
     a = emoji_model.generate(["a parachute in a cityscape", "a dog"], [3, 4], steps=4)
     b = emoji_model.generate(["a parachute in a cityscape", "a dog"], [3, 4], steps=4)

@@ -84,7 +84,7 @@ def test_selection_takes_the_factorised_path_with_the_general_masks(engine, monk
 
     sel = engine.selection
     gen = torch.Generator().manual_seed(5)
-    layers = [engine.FFLayer(f"diffusion_model.l{i}.weight", f"l{i}", 64, 48) for i in range(2)]
+    layers = [engine.PrunableLayer(f"diffusion_model.l{i}.weight", f"l{i}", 64, 48) for i in range(2)]
     abs_weights = {layer.key: torch.randn(64, 48, generator=gen).abs() for layer in layers}
     base = {layer.key: Moments(0.5 + torch.rand(10, 48, generator=gen), 0.03 * torch.rand(10, 48, generator=gen), 5)
             for layer in layers}

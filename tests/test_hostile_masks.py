@@ -52,7 +52,8 @@ def valid(engine, model):
     hyper = {"alpha": 0.6, "fusion": "concept-agnostic", "agnostic_threshold": 2,
              "per_concept": {c: {"r1": 0.05, "r2": 0.01} for c in ("cat", "dog", "bird")},
              "saliency": {"seed": 1244, "sampling": {"steps": 50, "recorded_steps": 10}}}
-    return engine.UnlearningMask("SD1.x", layers, pruned, kept, ["cat", "dog", "bird"], hyper, "00ff00ff00ff00ff")
+    return engine.UnlearningMask("SD1.x", layers, pruned, kept, ["cat", "dog", "bird"],
+                                 engine.masks.StatedSettings(hyper), "00ff00ff00ff00ff")
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +244,7 @@ def test_valid_forge_base_loads(engine, parts, valid, tmp_path):
     """The forgeries differ from a loadable file only by what each case changes."""
     mask = engine.load_mask(forge_file(lambda p, t: p, parts, tmp_path))
     assert all(torch.equal(mask.pruned[k], valid.pruned[k]) for k in valid.pruned)
-    assert mask.hyperparameters == valid.hyperparameters
+    assert engine.mask_io.settings_json(mask.settings) == engine.mask_io.settings_json(valid.settings)
 
 
 def test_decoders_refuse_before_reading_the_rest(engine):
@@ -313,6 +314,7 @@ def mutate(rng: random.Random, data: bytes, parts) -> bytes:
     return save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
 
 
+@pytest.mark.slow
 def test_fuzzed_masks_load_and_apply_or_are_refused(engine, pack, parts, model, tmp_path):
     """Seeded damage to a valid file: every outcome is a mask that applies and inspects cleanly, or an
     FIAInputError; never another exception, a hang or a blow-up."""

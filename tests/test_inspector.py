@@ -135,10 +135,10 @@ def test_inspector_cost_is_bounded_whatever_the_mask_claims(engine, inspector, c
     chart = concept_masks_chart(big)
     assert len(chart.series) == 12 and chart.series[-1] == "289 other concepts"
     assert sum(map(sum, (layer.counts for layer in chart.layers))) == 300 * concept_masks.count("cat")
-    layers = [engine.FFLayer(f"diffusion_model.input_blocks.{i}.1.transformer_blocks.0.ff.net.2.weight",
+    layers = [engine.PrunableLayer(f"diffusion_model.input_blocks.{i}.1.transformer_blocks.0.ff.net.2.weight",
                              f"input_blocks.{i}.1.transformer_blocks.0.ff.net.2", 8, 32) for i in range(500)]
     pruned = {layer.key: torch.arange(i % 7) for i, layer in enumerate(layers)}
-    mask = engine.UnlearningMask("SD1.x", layers, pruned, {k: v[:0] for k, v in pruned.items()}, ["cat"], {}, "")
+    mask = engine.UnlearningMask("SD1.x", layers, pruned, {k: v[:0] for k, v in pruned.items()}, ["cat"], engine.masks.StatedSettings({}), "")
     rows = fused_mask_chart(mask).layers
     assert len(rows) <= 80 and sum(row.counts[0] for row in rows) == mask.pruned_count
     assert inspector.execute(mask=mask).args[0].shape[1] < 2400

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from chain import fuse_node, saliency_node, select_node
 
 
@@ -28,11 +27,11 @@ def test_kept_concepts_lose_none_of_their_weights(pack, selections, tmp_path):
         assert set(pruned.tolist()) == set(without.pruned[key].tolist()) - horse
         spared += len(set(without.pruned[key].tolist()) & horse)
     assert spared > 0  # on this model horse shares weights with the forgotten concepts
-    assert with_keep.hyperparameters["keep"] == {"concepts": ["horse"], "weights_spared": spared}
+    assert with_keep.settings.keep == pack.fia_engine.masks.KeptConcepts(("horse",), spared)
     path = tmp_path / "kept.safetensors"
     pack.fia_engine.save_mask(with_keep, str(path))
     loaded = pack.fia_engine.load_mask(str(path))
-    assert loaded.hyperparameters["keep"] == {"concepts": ["horse"], "weights_spared": spared}
+    assert loaded.settings.stated["keep"] == {"concepts": ["horse"], "weights_spared": spared}
     summary = pack.nodes.FIAMaskInspector.execute(mask=loaded).args[1]
     assert f"Kept concepts (1): horse; keeping them spared {spared:,} weights" in summary
 
@@ -46,28 +45,27 @@ def test_alpha_zero_is_the_papers_per_concept_set(pack, engine, tiny_model, tiny
     objects = select_node(pack, saliency_node(pack, tiny_model, tiny_clip, concepts="cat\ndog\nbird", recorded_steps=1))
     art = select_node(pack, saliency_node(pack, tiny_model, tiny_clip, concepts="Monet\nDali", preset="art",
                                           recorded_steps=1))
-    assert fuse_node(pack, objects, alpha=0.0).hyperparameters["alpha"] == 0.6
-    art_only = fuse_node(pack, art, alpha=0.0).hyperparameters
-    assert (art_only["alpha"], art_only["alpha_source"]) == (0.8, "paper: art 0.8 x 2")
+    assert fuse_node(pack, objects, alpha=0.0).settings.alpha == 0.6
+    art_only = fuse_node(pack, art, alpha=0.0).settings
+    assert (art_only.alpha, art_only.alpha_source) == (0.8, "paper: art 0.8 x 2")
     mixed = fuse_node(pack, objects, art, alpha=0.0)
-    assert mixed.hyperparameters["alpha"] == pytest.approx((3 * 0.6 + 2 * 0.8) / 5)
-    assert mixed.hyperparameters["agnostic_threshold"] == 4  # ceil(0.68 * 5)
-    assert "alpha_source" not in fuse_node(pack, objects, art, alpha=0.6).hyperparameters
+    assert mixed.settings.alpha == pytest.approx((3 * 0.6 + 2 * 0.8) / 5)
+    assert mixed.settings.agnostic_threshold == 4  # ceil(0.68 * 5)
+    assert fuse_node(pack, objects, art, alpha=0.6).settings.alpha_source is None
 
 
-def test_unlearn_node_keeps_what_it_is_told(pack, tiny_model, tiny_clip, monkeypatch):
+def test_unlearn_node_keeps_what_it_is_told(pack, tiny_model, tiny_clip):
     import dataclasses
 
     from fia_pack.nodes import unlearn
 
     small = dataclasses.replace(unlearn.PAPER_SAMPLING, steps=10, width=32, height=32, prompts_per_batch=2)
-    monkeypatch.setattr(unlearn, "PAPER_SAMPLING", small)
     knobs = dict(model=tiny_model, clip=tiny_clip, concepts="cat\ndog", preset="objects", prompt_pairs=2, seed=7,
-                 recorded_steps=2, r2=0.2, alpha=0.0, strength=1.0)
+                 recorded_steps=2, r2=0.2, alpha=0.0, strength=1.0, sampling=small)
     _, mask = pack.nodes.FIAUnlearn.execute(**knobs, keep="bird").args
-    assert mask.concepts == ["cat", "dog"] and mask.hyperparameters["keep"]["concepts"] == ["bird"]
+    assert mask.concepts == ["cat", "dog"] and mask.settings.keep.concepts == ("bird",)
     _, plain = pack.nodes.FIAUnlearn.execute(**knobs).args
-    assert mask.pruned_count == plain.pruned_count - mask.hyperparameters["keep"]["weights_spared"]
+    assert mask.settings.keep.weights_spared > 0
+    assert mask.pruned_count == plain.pruned_count - mask.settings.keep.weights_spared
     with pytest.raises(pack.fia_engine.FIAInputError, match="both forgotten and kept"):
         pack.nodes.FIAUnlearn.execute(**knobs, keep="Dog")
-    assert torch.is_tensor(next(iter(mask.pruned.values())))

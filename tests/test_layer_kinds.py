@@ -16,9 +16,6 @@ SUFFIXES = {
 }
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 @pytest.fixture(scope="module")
 def sd15():
     return tiny.tiny_sd15_patcher(seed=0)
@@ -51,8 +48,8 @@ def test_each_kind_finds_its_linears_in_execution_order(engine, sd15, kind):
 def test_full_size_counts_fit_the_file_bound(engine, name, kind, count):
     cfg, model = tiny_archs.full_size_model(name)
     spec = engine.architecture_of(cfg).with_layers(kind)
-    layers = engine.discover_ff_layers(model.diffusion_model, spec, ("all",) if "SD3" not in name else None)
-    default = engine.discover_ff_layers(model.diffusion_model, spec)
+    layers = engine.discover_layers(model.diffusion_model, spec, ("all",) if "SD3" not in name else None)
+    default = engine.discover_layers(model.diffusion_model, spec)
     assert len(default) == count and len(layers) <= spec.max_layers
 
 
@@ -85,10 +82,10 @@ def test_spec_variants_go_back_and_forth(engine, sd15):
     there = spec.with_layers("cross-attn kv").with_layers("ff1")
     back = there.with_layers("ff2")
     probe = torch.nn.Linear(1, 1, device="meta")
-    assert there.layers == "ff1" and there.is_ff_output("a.transformer_blocks.0.ff.net.0.proj", probe)
+    assert there.layers == "ff1" and there.is_prunable("a.transformer_blocks.0.ff.net.0.proj", probe)
     assert back.layers == "ff2" and back.max_layers == spec.max_layers
-    assert back.is_ff_output("a.transformer_blocks.0.ff.net.2", probe)
-    assert not back.is_ff_output("a.transformer_blocks.0.attn2.to_k", probe)
+    assert back.is_prunable("a.transformer_blocks.0.ff.net.2", probe)
+    assert not back.is_prunable("a.transformer_blocks.0.attn2.to_k", probe)
 
 
 def record(engine, patcher, clip, kind, concepts=("cat", "dog")):

@@ -55,6 +55,7 @@ def test_pack_registers_its_v3_nodes_with_tooltips(pack):
             assert item.tooltip, f"{schema.node_id} output has no tooltip"
 
 
+@pytest.mark.slow
 def test_chain_prunes_exactly_the_mask_and_leaves_the_input_alone(pack, model, mask, encode):
     before_patches = {k: list(v) for k, v in model.patches.items()}
     base_state = loaded_state(model)
@@ -77,6 +78,7 @@ def test_chain_prunes_exactly_the_mask_and_leaves_the_input_alone(pack, model, m
     assert torch.equal(sample(model, encode), base_out)  # the input model samples as before
 
 
+@pytest.mark.slow
 def test_patch_mode_prunes_once_not_per_step(pack, engine, model, mask, encode, monkeypatch):
     """The pruned weights are computed when the model loads; later samplings reuse them."""
     calls = []
@@ -147,6 +149,7 @@ def test_wrapper_mode_masks_whatever_order(pack, model, mask, encode):
     assert not torch.allclose(sample(with_lora, encode), reference, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_same_inputs_give_bit_identical_masks(pack, engine, tiny_clip, mask, monkeypatch):
     monkeypatch.setattr(engine.selection, "BLOCK_ENTRIES", 100)  # and independent of the block size
     again = fuse_node(pack, select_node(pack, saliency_node(pack, tiny.tiny_sd15_patcher(seed=0), tiny_clip)))
@@ -161,7 +164,7 @@ def test_fusing_separate_runs_and_union(pack, model, tiny_clip):
     fused = fuse_node(pack, objects, art, alpha=0.6)
     union = fuse_node(pack, objects, art, fusion="union")
     assert fused.concepts == ["cat", "dog", "Monet"]
-    assert fused.hyperparameters["agnostic_threshold"] == 2
+    assert fused.settings.agnostic_threshold == 2
     for key in union.pruned:
         all_selected = set().union(*(set(m.selected[c][key].tolist()) for m in (objects, art) for c in m.concepts))
         assert set(union.pruned[key].tolist()) == all_selected

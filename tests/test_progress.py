@@ -149,7 +149,7 @@ def test_interrupt_stops_promptly_and_leaves_the_model_as_it_was(pack, engine, m
     assert seen[-1] == (SMALL_CALLS, SMALL_CALLS)
 
 
-def test_unlearn_node_is_the_five_node_chain_at_paper_settings(pack, engine, model, tiny_clip, monkeypatch):
+def test_unlearn_node_is_the_five_node_chain_at_paper_settings(pack, engine, model, tiny_clip):
     from fia_pack.nodes import unlearn
 
     paper = engine.SamplingSettings(steps=50, recorded_steps=10, cfg=0.0, sampler_name="euler", scheduler="normal",
@@ -158,8 +158,9 @@ def test_unlearn_node_is_the_five_node_chain_at_paper_settings(pack, engine, mod
     assert pack.fia_engine.paper.for_task("art").r1 == 0.05 and "custom" not in unlearn.ONE_NODE_PRESETS
     small = dataclasses.replace(unlearn.PAPER_SAMPLING, steps=SMALL["steps"], width=32, height=32,
                                 prompts_per_batch=2)
-    monkeypatch.setattr(unlearn, "PAPER_SAMPLING", small)  # the paper's geometry costs minutes on CPU
-    knobs = dict(concepts="cat\ndog\nbird", preset="art", prompt_pairs=2, seed=7, recorded_steps=2, r2=0.0)
+    # the paper's geometry costs minutes on CPU
+    knobs = dict(concepts="cat\ndog\nbird", preset="art", prompt_pairs=2, seed=7, recorded_steps=2, r2=0.0,
+                 sampling=small)
     with progress_hook() as seen:
         unlearned, mask = pack.nodes.FIAUnlearn.execute(model=model, clip=tiny_clip, alpha=0.0, strength=1.0,
                                                         **knobs).args
@@ -170,9 +171,9 @@ def test_unlearn_node_is_the_five_node_chain_at_paper_settings(pack, engine, mod
                              prompt_pairs=2, seed=7, steps=SMALL["steps"], recorded_steps=2, width=32, height=32,
                              prompts_per_batch=2)
     expected = fuse_node(pack, select_node(pack, saliency, r1=0.05, r2=0.0), alpha=0.0)  # 0 = the paper's
-    assert mask.concepts == expected.concepts and mask.hyperparameters == expected.hyperparameters
-    assert mask.hyperparameters["alpha"] == 0.8  # art: paper alpha 0.8
-    assert mask.hyperparameters["per_concept"]["dog"]["r2"] == 0.02  # r2 0 = the art preset's paper value
+    assert mask.concepts == expected.concepts and mask.settings == expected.settings
+    assert mask.settings.alpha == 0.8  # art: paper alpha 0.8
+    assert mask.settings.per_concept["dog"].r2 == 0.02  # r2 0 = the art preset's paper value
     assert all(torch.equal(mask.pruned[k], expected.pruned[k]) for k in expected.pruned)
     assert mask.pruned_count > 0
     assert all(torch.equal(a, b) for a, b in zip(loaded_state(unlearned).values(),

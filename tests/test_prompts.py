@@ -50,24 +50,35 @@ def test_custom_templates_are_checked(engine):
 
 
 def test_concept_list_parsing(engine):
-    p = engine.prompts
+    p = engine.request
     assert p.parse_concepts("Van Gogh\n\n# comment\n Monet ") == ["Van Gogh", "Monet"]
     with pytest.raises(engine.FIAInputError, match="concepts: the list is empty"):
         p.parse_concepts(" \n# only a comment\n")
-    with pytest.raises(engine.FIAInputError, match="twice"):
+    with pytest.raises(engine.FIAInputError, match="concepts: 'Cat' is listed twice"):
         p.parse_concepts("cat\nCat")
 
 
+def test_one_resolution_checks_both_lists(engine):
+    resolve = engine.request.resolve_concepts
+    assert resolve(["cat", "dog"], ["bird"]).recorded == ["cat", "dog", "bird"]
+    with pytest.raises(engine.FIAInputError, match="keep: 'Bird' is listed twice"):
+        resolve(["cat"], ["bird", "Bird"])
+    with pytest.raises(engine.FIAInputError, match="keep: dog is both forgotten and kept"):
+        resolve(["cat", "Dog"], ["dog"])
+    with pytest.raises(engine.FIAInputError, match="template slot"):
+        resolve(["cat"], ["{placeholder}"])
+
+
 def test_r2_overrides_and_paper_defaults(engine):
-    p = engine.prompts
+    p = engine.request
     overrides = p.parse_r2_overrides("Van Gogh: 0.03\n", ["Van Gogh", "Monet"])
     assert overrides == {"van gogh": 0.03}
-    assert p.r2_for("Van Gogh", "art", 0.0, {}) == 0.03
-    assert p.r2_for("Monet", "art", 0.0, {}) == 0.02
-    assert p.r2_for("parachute", "objects", 0.0, {}) == 0.03
-    assert p.r2_for("church", "objects", 0.0, {}) == 0.007
-    assert p.r2_for("church", "objects", 0.05, {}) == 0.05
-    assert p.r2_for("Monet", "art", 0.05, {"monet": 0.01}) == 0.01
+    assert p.resolve_r2("Van Gogh", "art", 0.0, {}) == 0.03
+    assert p.resolve_r2("Monet", "art", 0.0, {}) == 0.02
+    assert p.resolve_r2("parachute", "objects", 0.0, {}) == 0.03
+    assert p.resolve_r2("church", "objects", 0.0, {}) == 0.007
+    assert p.resolve_r2("church", "objects", 0.05, {}) == 0.05
+    assert p.resolve_r2("Monet", "art", 0.05, {"monet": 0.01}) == 0.01
     with pytest.raises(engine.FIAInputError, match="not one of the concepts"):
         p.parse_r2_overrides("Picasso: 0.1", ["Monet"])
     with pytest.raises(engine.FIAInputError, match="cannot read"):

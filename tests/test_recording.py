@@ -168,7 +168,7 @@ def test_full_size_sd15_has_the_papers_16_layers(engine):
     cfg = comfy.supported_models.SD15(tiny.SD15_FULL_UNET)
     model = cfg.get_model({}, device=torch.device("meta"))
     spec = engine.architecture_of(cfg)
-    layers = engine.discover_ff_layers(model.diffusion_model, spec)
+    layers = engine.discover_layers(model.diffusion_model, spec)
     assert spec.family == "SD1.x" and len(layers) == 16
     assert sum(layer.out_features * layer.in_features for layer in layers) == 49_561_600  # the paper's 49.6M
     blocks = [layer.module_path.split(".transformer_blocks")[0] for layer in layers]

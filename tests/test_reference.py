@@ -13,9 +13,9 @@ import pytest
 import reference_fixture as fixture
 import torch
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not fixture.available(), reason="../shared/reference (the official code's outputs) is not beside this checkout"
-)
+)]
 FP32_EPS = 2.0**-24
 
 

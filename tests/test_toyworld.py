@@ -17,6 +17,7 @@ setup_comfy(os.environ.get("COMFYUI_PATH") or Path(__file__).parents[1] / ".comf
 from toyworld import text, world  # noqa: E402
 
 WEIGHTS = Path(__file__).parents[1] / "toyworld" / "weights"
+pytestmark = pytest.mark.toyworld
 
 
 def _shape_pixels(img: torch.Tensor) -> torch.Tensor:
@@ -305,6 +306,10 @@ def test_efficacy_on_the_v3_model(toy) -> None:
     unlearned = apply_mask(toy.patcher, mask)
     probes, others = fg.forget_probes("red", 16, seed=31), fg.preserve_probes(["red"], 16, seed=32)
     before, after = fg.generate(toy, probes), fg.generate(toy, probes, unlearned)
+    by_hand = toy.patcher.clone()  # exactly the mask's weights zeroed, without the pack's patches
+    for key, indices in mask.pruned.items():
+        by_hand.add_weight_wrapper(key, lambda w, i=indices: w.flatten().index_fill(0, i.long(), 0.0).view_as(w))
+    assert torch.allclose(after, fg.generate(toy, probes, by_hand), atol=1e-5)
     assert (after - before).abs().mean() > 0.005
     kept_before = fg.attribute_accuracy(fg.generate(toy, others), others)["mean"]
     assert fg.attribute_accuracy(fg.generate(toy, others, unlearned), others)["mean"] >= 0.95 * kept_before

@@ -17,6 +17,8 @@ setup_comfy(os.environ.get("COMFYUI_PATH") or Path(__file__).parents[1] / ".comf
 from toyworld import world  # noqa: E402
 from toyworld.world import NEUTRAL_COLOUR, NO_SHAPE, PLAIN_BACKGROUND, Label  # noqa: E402
 
+pytestmark = pytest.mark.toyworld
+
 
 def _outside(shape_of: Label, seed: int) -> torch.Tensor:
     """Pixels the shape of `shape_of` (rendered with `seed`) does not touch: saturated pixels

@@ -112,7 +112,8 @@ def main() -> None:
     started = time.perf_counter()
     settings = dataclasses.replace(fg.SETTINGS, r2=args.r2, layer_kind=args.layers)
     mask = fg.forget(world, CONCEPTS, settings)
-    r2 = mask.hyperparameters["per_concept"][CONCEPTS[0]]["r2"]
+    made = mask.settings
+    r2 = made.per_concept[CONCEPTS[0]].r2
     seconds = time.perf_counter() - started
     unlearned = apply_mask(world.patcher, mask)
     save_mask(mask, out / "mask.safetensors")
@@ -136,7 +137,8 @@ def main() -> None:
     lines = [
         f"# FIA demo: forget {', '.join(CONCEPTS)} from ToyWorld at once", "",
         f"FIA ({args.layers} layers, r2 {r2}{' (the paper)' if args.r2 == 0 else ''}, otherwise the paper's "
-        f"values: r1 0.05, alpha 0.6, 30 pairs, T = 10) took {seconds:.1f} s on this machine and pruned "
+        f"values: r1 {made.per_concept[CONCEPTS[0]].r1}, alpha {made.alpha}, {made.recording.num_pairs} pairs, "
+        f"T = {made.recording.sampling.recorded_steps}) took {seconds:.1f} s on this machine and pruned "
         f"{mask.pruned_count} weights ({100 * mask.sparsity:.2f}% of those layers' weights).", "",
         verdict(measured["forget_rate"]), "",
         "| prompts naming | shows it before | shows it after | colour rule before / after |", "|---|---|---|---|",

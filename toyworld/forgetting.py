@@ -28,6 +28,7 @@ from fia_engine import (
     SamplingSettings,
     compute_saliency,
     masks_from,
+    paper,
     unlearning_mask,
 )
 from fia_engine.core.masks import UnlearningMask
@@ -70,7 +71,7 @@ def other_values(concept: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return others[0], others[1]
 
 
-def concept_pairs(concept: str, num_pairs: int = 30, seed: int = 1244,
+def concept_pairs(concept: str, num_pairs: int = 30, seed: int = paper.GENERAL.seed,
                   world_version: int = WORLD_VERSION) -> list[PromptPair]:
     """Pairs over all combinations of the other two attributes, shuffled with `seed`."""
     first, second = other_values(concept)

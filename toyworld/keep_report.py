@@ -39,7 +39,7 @@ def measure(world, forget: str, keep: str, probes: int, ratios: list[float]) -> 
         for kept in ((), (keep,)):
             mask = masks_from(record, settings, keep=list(kept), forget=[forget]).mask
             result["runs"].append({"r2": r2, "keep": list(kept), "pruned_weights": mask.pruned_count,
-                                   "weights_spared": mask.hyperparameters.get("keep", {}).get("weights_spared", 0),
+                                   "weights_spared": mask.settings.keep.weights_spared if mask.settings.keep else 0,
                                    **rates(apply_mask(world.patcher, mask))})
             print(forget, keep, result["runs"][-1], flush=True)
     return result

@@ -28,14 +28,17 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from . import paper
 from .errors import FIAInputError
 
 DIFFUSION_PREFIX = "diffusion_model."
 
 
 @dataclass(frozen=True)
-class FFLayer:
-    """One prunable weight. Neurons are its input columns `neuron_start:neuron_stop`."""
+class PrunableLayer:
+    """One prunable Linear weight of the chosen layer kind (`kind`: ff2, the paper's feed-forward
+    output, or ff1 / attention k/v for its ablation). Neurons are its input columns
+    `neuron_start:neuron_stop`."""
 
     key: str
     module_path: str
@@ -64,7 +67,7 @@ class FFLayer:
         return data if self.kind == "ff2" else data | {"kind": self.kind}
 
     @classmethod
-    def from_dict(cls, data: dict) -> FFLayer:
+    def from_dict(cls, data: dict) -> PrunableLayer:
         out_features, in_features = data["shape"]
         return cls(
             data["key"], data["module_path"], int(out_features), int(in_features),
@@ -73,12 +76,13 @@ class FFLayer:
         )
 
 
-VARIANT_FIELDS = ("is_ff_output", "neuron_range", "stream_of", "default_streams", "all_streams", "max_layers", "notes")
+VARIANT_FIELDS = ("is_prunable", "neuron_range", "stream_of", "default_streams", "all_streams", "max_layers", "notes")
 
 
 @dataclass(frozen=True)
 class ArchitectureSpec:
-    """How to find the feed-forward output layers of one model family, and how to record them.
+    """How to find the prunable layers of one model family (the feed-forward output layers, or
+    another kind of the paper's ablation: with_layers), and how to record them.
 
     `stream_of` names the token stream a layer belongs to (MMDiT/Flux have separate image and text
     MLPs); `default_streams` are the ones masked unless the user asks for others. `recording_cfg`
@@ -91,13 +95,13 @@ class ArchitectureSpec:
 
     family: str
     config_classes: tuple[str, ...]
-    is_ff_output: Callable[[str, torch.nn.Module], bool]
+    is_prunable: Callable[[str, torch.nn.Module], bool]  # a Linear of the spec's layer kind
     native_size: int = 512
     neuron_range: Callable[[str, torch.nn.Module], tuple[int, int]] = lambda path, module: (0, -1)
     stream_of: Callable[[str], str] = lambda path: "unet"
     default_streams: tuple[str, ...] = ("unet",)
     all_streams: tuple[str, ...] = ("unet",)
-    recording_cfg: float = 7.5
+    recording_cfg: float = paper.GENERAL.cfg
     unsupported: str = ""
     notes: dict[str, str] = field(default_factory=dict)
     max_layers: int = 128
@@ -182,7 +186,7 @@ def layers_named(kind: str, count: int | None = None) -> str:
 def _unet_kinds(ff_layers: int) -> dict[str, dict]:
     """SD1.x/SD2.x/SDXL: every transformer block has all four, k and v as two layers each."""
     def kind(suffixes: tuple[str, ...], note: str, per_block: int) -> dict:
-        return {"is_ff_output": _linear_ending(*suffixes), "notes": {"layers": note},
+        return {"is_prunable": _linear_ending(*suffixes), "notes": {"layers": note},
                 "max_layers": per_block * ff_layers}
 
     return {
@@ -208,7 +212,7 @@ ARCHITECTURES: list[ArchitectureSpec] = [
         stream_of=_mmdit_stream, default_streams=("img",), all_streams=("img", "txt"), recording_cfg=4.5,
         notes={"layers": MMDIT_NOTE}, max_layers=75,  # SD3.5 large
         layer_kinds={
-            "ff1": {"is_ff_output": _linear_at(r"joint_blocks\.\d+\.(x_block|context_block)\.mlp\.fc1"),
+            "ff1": {"is_prunable": _linear_at(r"joint_blocks\.\d+\.(x_block|context_block)\.mlp\.fc1"),
                     "notes": {"layers": "joint_blocks.{i}.{x,context}_block.mlp.fc1; neurons = its input features"}},
             "cross-attn kv": JOINT_ATTENTION, "self-attn kv": JOINT_ATTENTION,
         },
@@ -219,7 +223,7 @@ ARCHITECTURES: list[ArchitectureSpec] = [
         all_streams=("img", "txt", "single"), recording_cfg=1.0, notes={"layers": FLUX_NOTE}, max_layers=76,
         layer_kinds={
             # single blocks' linear1 feeds attention and MLP at once: only the double blocks' MLPs qualify
-            "ff1": {"is_ff_output": _linear_at(r"double_blocks\.\d+\.(img|txt)_mlp\.0"),
+            "ff1": {"is_prunable": _linear_at(r"double_blocks\.\d+\.(img|txt)_mlp\.0"),
                     "neuron_range": lambda path, module: (0, -1), "default_streams": ("img",),
                     "all_streams": ("img", "txt"), "max_layers": 38,
                     "notes": {"layers": "double_blocks.{i}.{img,txt}_mlp.0; neurons = its input features"}},
@@ -259,31 +263,35 @@ def architecture_of(model_config: object) -> ArchitectureSpec:
     return generic_spec(type(model_config).__name__)
 
 
-def discover_ff_layers(
+def discover_layers(
     diffusion_model: torch.nn.Module, spec: ArchitectureSpec, streams: tuple[str, ...] | None = None
-) -> list[FFLayer]:
-    """The feed-forward output layers of the selected streams, in execution order."""
+) -> list[PrunableLayer]:
+    """The prunable layers of the spec's kind (spec.layers) in the selected streams, in execution order."""
     wanted = set(resolve_streams(spec, streams))
     layers = []
     for path, module in diffusion_model.named_modules():
-        if not spec.is_ff_output(path, module):
+        if not spec.is_prunable(path, module):
             continue
         stream = spec.stream_of(path)
         if stream not in wanted:
             continue
         start, stop = spec.neuron_range(path, module)
         out_features, in_features = module.weight.shape
-        layers.append(FFLayer(
+        layers.append(PrunableLayer(
             f"{DIFFUSION_PREFIX}{path}.weight", path, out_features, in_features, start, stop, stream, spec.layers
         ))
     return layers
 
 
+STREAM_CHOICES = ("default", "all")
+"""What a node offers for streams: the family's default streams, or every stream."""
+
+
 def resolve_streams(spec: ArchitectureSpec, streams: tuple[str, ...] | None) -> tuple[str, ...]:
     """Stream names to mask: None or ("default",) = the family's defaults, ("all",) = every stream."""
-    if not streams or tuple(streams) == ("default",):
+    if not streams or tuple(streams) == STREAM_CHOICES[:1]:
         return spec.default_streams
-    if tuple(streams) == ("all",):
+    if tuple(streams) == STREAM_CHOICES[1:]:
         return spec.all_streams
     unknown = [s for s in streams if s not in spec.all_streams]
     if unknown:
@@ -313,7 +321,7 @@ def fingerprint(weights: dict[str, torch.Tensor], samples_per_layer: int = 65536
     return digest.hexdigest()
 
 
-def block_label(layer: FFLayer) -> str:
+def block_label(layer: PrunableLayer) -> str:
     """A short human label such as 'input_blocks.4 tb0' or 'double_blocks.3 txt' for charts and logs."""
     parts = layer.module_path.split(".")
     head = ".".join(parts[:2])

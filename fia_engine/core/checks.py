@@ -8,7 +8,6 @@ import math
 
 from .errors import FIAInputError
 from .masks import ConceptMasks, UnlearningMask
-from .prompts import CONCEPT_SLOT, PLACEHOLDER_SLOT
 
 log = logging.getLogger("FIA")
 
@@ -18,18 +17,6 @@ def check_finite(name: str, value: float) -> None:
     and turns the results into nothing; refused here, by name."""
     if not math.isfinite(value):
         raise FIAInputError(f"{name}: {value} is not a number. Enter a finite value (the default is a good start).")
-
-
-def check_concept_names(concepts: list[str]) -> None:
-    """A concept containing a template slot would be filled in like one: '{placeholder}' becomes
-    a place or an object in every prompt, silently."""
-    for concept in concepts:
-        for slot in (CONCEPT_SLOT, PLACEHOLDER_SLOT):
-            if slot in concept:
-                raise FIAInputError(
-                    f"concepts: '{concept[:80]}' contains the template slot {slot}, which would be replaced in "
-                    "every prompt. Write the concept without curly braces."
-                )
 
 
 def empty_selection_warning(masks: ConceptMasks) -> str:

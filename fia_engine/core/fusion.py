@@ -10,9 +10,10 @@ import torch
 
 from . import paper, selection
 from .errors import FIAInputError
-from .mask_io import fusion_metadata
 from .masks import (
     ConceptMasks,
+    KeptConcepts,
+    MaskSettings,
     UnlearningMask,
     check_has_layers,
     check_layers_match,
@@ -20,6 +21,7 @@ from .masks import (
     warn_if_other_weights,
 )
 from .memory import release_freed_memory
+from .request import check_forgotten_not_kept, concept_key
 from .selection import check_ratio, compatibility_rules, rules_name
 
 AGNOSTIC_MIN_SHARE = 2
@@ -74,7 +76,7 @@ def merge_concept_masks(inputs: list[ConceptMasks], what: str = "concept_masks")
         label = f"{what} input {number}"
         check_same_layers(label, masks, first, "the first input")
         for concept in masks.concepts:
-            if concept.lower() in {c.lower() for c in merged.selected}:
+            if concept_key(concept) in {concept_key(c) for c in merged.selected}:
                 raise FIAInputError(
                     f"{label}: concept '{concept}' is already in another input. Remove it from one of the runs."
                 )
@@ -94,14 +96,6 @@ def check_same_layers(what: str, masks: ConceptMasks, target: ConceptMasks, targ
     if {layer.key for layer in masks.layers} != {layer.key for layer in target.layers}:
         raise FIAInputError(f"{what}: covers other layers than {target_name}; compute both on one model.")
     warn_if_other_weights(what, masks.fingerprint, target.fingerprint)
-
-
-def check_forgotten_not_kept(forget: list[str], keep: list[str]) -> None:
-    both = {c.lower() for c in forget} & {c.lower() for c in keep}
-    if both:
-        raise FIAInputError(
-            f"keep: {', '.join(sorted(both))} is both forgotten and kept. Remove it from one of the two lists."
-        )
 
 
 def fuse_masks(
@@ -152,9 +146,8 @@ def fuse_masks(
         release_freed_memory()
     mask = UnlearningMask(
         masks.architecture, list(masks.layers), pruned, kept, concepts,
-        fusion_metadata(alpha=alpha, fusion=mode, agnostic_threshold=threshold, compatibility=rules_name(rules),
-                        per_concept=masks.settings, recording=masks.recording, alpha_source=alpha_source,
-                        keep=None if kept_masks is None else (kept_masks.concepts, spared)),
+        MaskSettings(alpha, mode, threshold, rules_name(rules), masks.settings, masks.recording, alpha_source,
+                     None if kept_masks is None else KeptConcepts(tuple(kept_masks.concepts), spared)),
         masks.fingerprint,
     )
     log.info("FIA: fused %d concepts: %d weights pruned (%.4f%%), %d concept-agnostic kept%s",

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .architectures import FFLayer, block_label, layers_named
+from .architectures import PrunableLayer, block_label, layers_named
+from .mask_io import settings_json
 from .masks import ConceptMasks, UnlearningMask, check_has_layers
 
 PRUNED = "pruned"
@@ -105,12 +106,12 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def layer_group(layer: FFLayer) -> str:
+def layer_group(layer: PrunableLayer) -> str:
     """The block family a layer belongs to ('input_blocks', 'middle_block', ...), for separators."""
     return layer.module_path.split(".")[0]
 
 
-def _layer_counts(layer: FFLayer, counts: list[int]) -> LayerCounts:
+def _layer_counts(layer: PrunableLayer, counts: list[int]) -> LayerCounts:
     return LayerCounts(short(block_label(layer)), short(layer_group(layer)), layer.out_features * layer.in_features,
                        tuple(counts))
 
@@ -182,7 +183,7 @@ def _table(chart: MaskChart) -> list[str]:
 
 def fused_mask_summary(mask: UnlearningMask) -> str:
     check_has_layers("mask", mask.layers)
-    hyper = mask.hyperparameters
+    hyper = settings_json(mask.settings)  # as its file states them: a loaded mask's may be anything bounded
     kept = sum(int(k.numel()) for k in mask.kept_agnostic.values())
     lines = [
         f"FIA mask ({mask.architecture}, {layers_named(mask.layers[0].kind, len(mask.layers))}, "

@@ -29,12 +29,11 @@ from pathlib import Path
 
 import torch
 
-from .architectures import FFLayer
+from .architectures import PrunableLayer
 from .errors import FIAInputError
 from .index_codec import column_major, decode_rice, decode_sorted, encode_rice, row_major
 from .mask_schema import FORMAT, FORMAT_VERSION, VERSION_ENCODINGS, check_header_size, check_metadata, refuse
-from .masks import SelectionSettings, UnlearningMask, check_has_layers
-from .record import RecordingProvenance
+from .masks import MaskSettings, StatedSettings, UnlearningMask, check_has_layers
 
 INDEX_ENCODING = VERSION_ENCODINGS[FORMAT_VERSION]
 # index encoding -> (gap decoder, whether the indices were stored column by column)
@@ -47,29 +46,27 @@ TOKEN_BYTES = 6  # a temporary is named <file>.<2 * TOKEN_BYTES hex digits>.tmp
 TEMPORARY_SUFFIX = len(f".{'0' * 2 * TOKEN_BYTES}.tmp")
 STALE_SECONDS = 600  # a save takes well under a second; an older temporary belongs to a killed one
 __all__ = ["FORMAT", "FORMAT_VERSION", "check_save_prefix", "load_mask", "read_metadata", "save_mask",
-           "save_numbered_mask"]
+           "save_numbered_mask", "settings_json"]
 
 
 
-def fusion_metadata(
-    *, alpha: float, fusion: str, agnostic_threshold: int | None, compatibility: str | dict,
-    per_concept: dict[str, SelectionSettings], recording: RecordingProvenance | None,
-    alpha_source: str | None = None, keep: tuple[list[str], int] | None = None,
-) -> dict:
-    """The typed settings of a fused mask as the JSON its file states (`hyperparameters`).
-
-    alpha_source says where an automatic alpha came from; keep = (kept concepts, pruned weights spared).
-    """
+def settings_json(settings: MaskSettings | StatedSettings) -> dict:
+    """A mask's settings as the JSON its file states (`hyperparameters`); the one place that knows
+    the file's layout. A loaded file's settings are written back as it stated them."""
+    if isinstance(settings, StatedSettings):
+        return dict(settings.stated)
     data = {
-        "alpha": alpha, "fusion": fusion, "agnostic_threshold": agnostic_threshold, "compatibility": compatibility,
-        "per_concept": {concept: asdict(settings) for concept, settings in per_concept.items()},
-        "saliency": asdict(recording) if recording is not None else {},
+        "alpha": settings.alpha, "fusion": settings.fusion, "agnostic_threshold": settings.agnostic_threshold,
+        "compatibility": settings.compatibility,
+        "per_concept": {concept: asdict(selection) for concept, selection in settings.per_concept.items()},
+        "saliency": asdict(settings.recording) if settings.recording is not None else {},
     }
-    if alpha_source is not None:
-        data["alpha_source"] = alpha_source
-    if keep is not None:
-        data["keep"] = {"concepts": list(keep[0]), "weights_spared": keep[1]}
+    if settings.alpha_source is not None:
+        data["alpha_source"] = settings.alpha_source
+    if settings.keep is not None:
+        data["keep"] = {"concepts": list(settings.keep.concepts), "weights_spared": settings.keep.weights_spared}
     return data
+
 
 def mask_file_bytes(mask: UnlearningMask, extra_metadata: dict[str, str] | None = None) -> bytes:
     from safetensors.torch import save
@@ -86,7 +83,7 @@ def mask_file_bytes(mask: UnlearningMask, extra_metadata: dict[str, str] | None 
         "architecture": mask.architecture,
         "layers": json.dumps([layer.as_dict() for layer in mask.layers]),
         "concepts": json.dumps(mask.concepts),
-        "hyperparameters": json.dumps(mask.hyperparameters, default=str),
+        "hyperparameters": json.dumps(settings_json(mask.settings), default=str),
         "fingerprint": mask.fingerprint,
         "pruned_weights": str(mask.pruned_count),
         "total_weights": str(mask.total_weights),
@@ -254,7 +251,7 @@ def _unreadable(path: str | Path, error: Exception):
                   "Choose a file written by FIA Save Mask, or save the mask again")
 
 
-def _streams(path: str | Path, layers: list[FFLayer]) -> Iterator[tuple[str, FFLayer, torch.Tensor]]:
+def _streams(path: str | Path, layers: list[PrunableLayer]) -> Iterator[tuple[str, PrunableLayer, torch.Tensor]]:
     """(tensor name, layer, uint8 stream) one at a time, after checking the file holds exactly
     the streams its layers need; only one stream is in memory at a time."""
     from safetensors import safe_open
@@ -280,7 +277,7 @@ def _streams(path: str | Path, layers: list[FFLayer]) -> Iterator[tuple[str, FFL
         raise _unreadable(path, error) from error
 
 
-def _indices(name: str, key: str, layer: FFLayer, stream: torch.Tensor, encoding: str) -> torch.Tensor:
+def _indices(name: str, key: str, layer: PrunableLayer, stream: torch.Tensor, encoding: str) -> torch.Tensor:
     """A layer's flat row-major indices, each checked as it is decoded (strictly increasing,
     inside the layer) before the column order is undone."""
     decode, by_column = DECODERS[encoding]
@@ -303,7 +300,7 @@ def load_mask(path: str | Path) -> UnlearningMask:
         if kept.numel() and pruned.numel() and torch.isin(kept, pruned).any():
             raise refuse(name, f"kept/{layer.key}", "a weight is both pruned and kept")
     mask = UnlearningMask(header.architecture, header.layers, indices["pruned"], indices["kept"], header.concepts,
-                          header.hyperparameters, header.fingerprint)
+                          StatedSettings(header.hyperparameters), header.fingerprint)
     if header.pruned_weights is not None and header.pruned_weights != mask.pruned_count:
         raise refuse(name, "pruned_weights", f"claims {header.pruned_weights:,}, the streams hold {mask.pruned_count:,}")
     return mask

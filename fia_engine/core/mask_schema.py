@@ -19,8 +19,9 @@ from pathlib import Path
 
 import torch
 
-from .architectures import DIFFUSION_PREFIX, LAYER_KINDS, LAYER_NAMES, FFLayer, spec_of_family
+from .architectures import DIFFUSION_PREFIX, LAYER_KINDS, LAYER_NAMES, PrunableLayer, spec_of_family
 from .errors import FIAInputError
+from .request import concept_key
 
 FORMAT = "fia-unlearning-mask"
 VERSION_ENCODINGS = {1: "leb128-gaps", 2: "rice-gaps", 3: "rice-gaps-by-column"}
@@ -48,7 +49,7 @@ class MaskHeader:
     version: int
     encoding: str
     architecture: str
-    layers: list[FFLayer]
+    layers: list[PrunableLayer]
     concepts: list[str]
     hyperparameters: dict
     fingerprint: str
@@ -117,7 +118,7 @@ def _text(name: str, field: str, metadata: dict[str, str], pattern: re.Pattern, 
     return value
 
 
-def _layer(name: str, number: int, data, spec) -> FFLayer:
+def _layer(name: str, number: int, data, spec) -> PrunableLayer:
     field = f"layers[{number}]"
     if not isinstance(data, dict) or not LAYER_FIELDS <= set(data) <= LAYER_FIELDS | OPTIONAL_LAYER_FIELDS:
         raise refuse(name, field, f"must be an object with the fields {', '.join(sorted(LAYER_FIELDS))} "
@@ -126,7 +127,7 @@ def _layer(name: str, number: int, data, spec) -> FFLayer:
     if not isinstance(path, str) or not _PATH.fullmatch(path):
         raise refuse(name, f"{field}.module_path", f"{str(path)[:60]!r} is not a module path")
     probe = torch.nn.Linear(1, 1, device="meta")
-    if not spec.is_ff_output(path, probe):
+    if not spec.is_prunable(path, probe):
         raise refuse(name, f"{field}.module_path", f"'{path}' is not a {LAYER_NAMES[spec.layers]} of {spec.family} models")
     if data["key"] != f"{DIFFUSION_PREFIX}{path}.weight":
         raise refuse(name, f"{field}.key", f"must be '{DIFFUSION_PREFIX}{path}.weight'")
@@ -143,10 +144,10 @@ def _layer(name: str, number: int, data, spec) -> FFLayer:
     claimed = (data["neuron_start"], data["neuron_stop"])
     if claimed != (start, stop) or any(type(value) is not int for value in claimed):
         raise refuse(name, f"{field}.neuron_start/neuron_stop", f"that layer's neurons are columns {start}..{stop}")
-    return FFLayer(data["key"], path, rows, columns, start, stop, stream, spec.layers)
+    return PrunableLayer(data["key"], path, rows, columns, start, stop, stream, spec.layers)
 
 
-def check_layers(name: str, architecture: str, data) -> list[FFLayer]:
+def check_layers(name: str, architecture: str, data) -> list[PrunableLayer]:
     """The family's FF layers, each once, at most as many as its largest model has."""
     spec = spec_of_family(architecture)
     if spec.unsupported:
@@ -182,7 +183,7 @@ def check_concepts(name: str, data, field: str = "concepts") -> list[str]:
         if not isinstance(concept, str) or not 1 <= len(concept) <= MAX_NAME_CHARS or not concept.isprintable():
             raise refuse(name, field, f"{str(concept)[:40]!r} is not a printable name of 1 to "
                                       f"{MAX_NAME_CHARS} characters")
-    if len({c.lower() for c in data}) != len(data):
+    if len({concept_key(c) for c in data}) != len(data):
         raise refuse(name, field, "a concept is listed twice")
     return data
 

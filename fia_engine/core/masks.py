@@ -8,11 +8,12 @@ layer of more than 2^31 weights): half the memory while many concepts wait to be
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
-from .architectures import FFLayer
+from .architectures import PrunableLayer
 from .errors import FIAInputError
 from .record import RecordingProvenance
 
@@ -36,12 +37,47 @@ class SelectionSettings:
     compatibility: str | dict  # a setting's name, or the rules' switches
 
 
+@dataclass(frozen=True)
+class KeptConcepts:
+    """The concepts a fused mask preserves, and how many pruned weights keeping them spared."""
+
+    concepts: tuple[str, ...]
+    weights_spared: int
+
+
+@dataclass(frozen=True)
+class MaskSettings:
+    """What a fused mask was made with (Eq.7-8 and, per concept, Eq.3-6 and the recording).
+
+    Built by fusion and read by attribute; only the mask file code (mask_io.settings_json) turns it
+    into the JSON a file states, so the algorithm does not depend on the file format.
+    """
+
+    alpha: float
+    fusion: str
+    agnostic_threshold: int | None  # None: union fusion
+    compatibility: str | dict  # a setting's name, or the rules' switches
+    per_concept: Mapping[str, SelectionSettings]
+    recording: RecordingProvenance | None
+    alpha_source: str | None = None  # where an automatic alpha came from; None when it was given
+    keep: KeptConcepts | None = None
+
+
+@dataclass(frozen=True)
+class StatedSettings:
+    """The settings a loaded mask file states: JSON that mask_schema bounded, kept as the file has it
+    (a stranger's file, or one from another version, need not match MaskSettings), so saving the mask
+    again writes the same bytes. Shown by the Inspector, never used by the method."""
+
+    stated: Mapping
+
+
 @dataclass
 class ConceptMasks:
     """Eq.4-6 output: for every concept, the selected weights of every layer."""
 
     architecture: str
-    layers: list[FFLayer]
+    layers: list[PrunableLayer]
     selected: dict[str, dict[str, torch.Tensor]]
     settings: dict[str, SelectionSettings]
     fingerprint: str
@@ -65,11 +101,11 @@ class UnlearningMask:
     """Eq.8 output: the weights to prune, plus the concept-agnostic ones that were kept."""
 
     architecture: str
-    layers: list[FFLayer]
+    layers: list[PrunableLayer]
     pruned: dict[str, torch.Tensor]
     kept_agnostic: dict[str, torch.Tensor]
     concepts: list[str]
-    hyperparameters: dict
+    settings: MaskSettings | StatedSettings
     fingerprint: str
 
     @property
@@ -92,7 +128,7 @@ class UnlearningMask:
         return flat.view(layer.shape)
 
 
-def check_has_layers(what: str, layers: list[FFLayer]) -> None:
+def check_has_layers(what: str, layers: list[PrunableLayer]) -> None:
     """A mask with no layers names no layer kind and changes nothing. Loading refuses such a file,
     but the Python API can build one: refused by name, not with an IndexError."""
     if not layers:
@@ -100,16 +136,20 @@ def check_has_layers(what: str, layers: list[FFLayer]) -> None:
                             "model (FIA Fuse Masks, FIA Unlearn or FIA Load Mask).")
 
 
-def check_layers_match(
-    what: str, architecture: str, layers: list[FFLayer], target_architecture: str, target_layers: list[FFLayer],
-    target_name: str = "model",
-) -> None:
-    """Refuses masks for another architecture or other layer shapes, with a message that says why."""
+def check_architecture(what: str, architecture: str, target_architecture: str, target_name: str = "model") -> None:
     if architecture != target_architecture:
         raise FIAInputError(
             f"{what}: it was computed for a {architecture} model but the {target_name} is {target_architecture}. "
             f"Compute a mask on a {target_architecture} model, or connect a {architecture} model."
         )
+
+
+def check_layers_match(
+    what: str, architecture: str, layers: list[PrunableLayer], target_architecture: str, target_layers: list[PrunableLayer],
+    target_name: str = "model",
+) -> None:
+    """Refuses masks for another architecture or other layer shapes, with a message that says why."""
+    check_architecture(what, architecture, target_architecture, target_name)
     target = {layer.key: layer.shape for layer in target_layers}
     missing = [layer.key for layer in layers if layer.key not in target]
     if missing:

@@ -21,8 +21,9 @@ class PaperSettings:
     cfg: float = 7.5  # guidance while recording (SD1.x, the reference's pipeline default)
     seed: int = 1244  # the prompt shuffle and the one starting latent
 
-    def r2_for(self, concept: str) -> float:
-        return self.r2_per_concept.get(concept.lower(), self.r2)
+    def r2_for(self, key: str) -> float:
+        """The paper's r2 for a concept, by its request.concept_key (r2_per_concept is keyed so)."""
+        return self.r2_per_concept.get(key, self.r2)
 
 
 GENERAL = PaperSettings()

@@ -77,18 +77,6 @@ def parse_lines(text: str) -> list[str]:
     return [s.strip() for s in text.splitlines() if s.strip() and not s.strip().startswith("#")]
 
 
-def parse_concepts(text: str) -> list[str]:
-    concepts = parse_lines(text)
-    if not concepts:
-        raise FIAInputError("concepts: the list is empty. Write the concepts to forget, one per line.")
-    seen: set[str] = set()
-    for concept in concepts:
-        if concept.lower() in seen:
-            raise FIAInputError(f"concepts: '{concept}' is listed twice. Keep each concept once.")
-        seen.add(concept.lower())
-    return concepts
-
-
 def resolve_preset(
     preset: str, concept_template: str = "", base_template: str = "", placeholders_text: str = ""
 ) -> PromptPreset:
@@ -130,8 +118,7 @@ def build_prompt_pairs(
     margin shrinks, and far fewer weights are selected). Neither the shuffle nor the seeds depend
     on the concept, so every concept of one run gets the same base prompts.
     """
-    if noise not in NOISE_PROTOCOLS:
-        raise FIAInputError(f"noise: '{noise}' is unknown; use one of {', '.join(NOISE_PROTOCOLS)}.")
+    check_noise(noise)
     vocabulary = preset.placeholders
     count = num_pairs if num_pairs > 0 else len(vocabulary)
     if count > len(vocabulary) and noise == "shared":
@@ -154,43 +141,15 @@ def build_prompt_pairs(
     ]
 
 
+def check_noise(noise: str) -> None:
+    if noise not in NOISE_PROTOCOLS:
+        raise FIAInputError(f"noise: '{noise}' is unknown; use one of {', '.join(NOISE_PROTOCOLS)}.")
+
+
 def base_set_id(pairs: list[PromptPair]) -> str:
     """Identifies a base-prompt set with its seeds; equal ids share base statistics."""
     text = "\n".join(f"{p.seed}\t{p.base_prompt}" for p in pairs)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
-
-
-def r2_for(concept: str, preset_name: str, r2: float, overrides: dict[str, float]) -> float:
-    """Per-concept r2: explicit override, else the given r2, else (r2 == 0) the paper's value for the task."""
-    key = concept.lower()
-    if key in overrides:
-        return overrides[key]
-    return r2 if r2 > 0 else paper.for_task(preset_name).r2_for(key)
-
-
-def parse_r2_overrides(text: str, concepts: list[str]) -> dict[str, float]:
-    """Lines like 'Van Gogh: 0.03' -> {'van gogh': 0.03}; unknown concepts are an error."""
-    known = {c.lower() for c in concepts}
-    overrides: dict[str, float] = {}
-    for line in parse_lines(text):
-        name, sep, value = line.rpartition(":")
-        name = name.strip()
-        try:
-            ratio = float(value)
-        except ValueError:
-            ratio = -1.0
-        if not sep or not name or not 0.0 < ratio <= 1.0:
-            raise FIAInputError(
-                f"r2_overrides: cannot read '{line}'. Write one 'concept: ratio' per line with "
-                "0 < ratio <= 1, e.g. 'Van Gogh: 0.03'."
-            )
-        if name.lower() not in known:
-            raise FIAInputError(
-                f"r2_overrides: '{name}' is not one of the concepts of this saliency run "
-                f"({', '.join(concepts)})."
-            )
-        overrides[name.lower()] = ratio
-    return overrides
 
 
 def _fill(template: str, concept: str, placeholder: str) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import prompts as prompt_lib
-from .architectures import FFLayer
+from .architectures import PrunableLayer
 from .sampling import SamplingSettings
 from .statistics import Moments
 
@@ -34,7 +34,7 @@ class SaliencyRecord:
     """
 
     architecture: str
-    layers: list[FFLayer]
+    layers: list[PrunableLayer]
     form: str
     preset: str
     concepts: list[str]
@@ -48,6 +48,11 @@ class SaliencyRecord:
     unet_calls: int = 0
     extra: dict = field(default_factory=dict)
     device: str | None = None  # where the model's weights were: selection runs there (statistics wait on the CPU)
+    keep: list[str] = field(default_factory=list)  # the concepts (of `concepts`) recorded to be preserved
+
+    @property
+    def forget(self) -> list[str]:
+        return [c for c in self.concepts if c not in self.keep]
 
     @property
     def recorded_steps(self) -> int:

@@ -30,8 +30,8 @@ from . import factorised, paper
 from .errors import FIAInputError
 from .masks import ConceptMasks, SelectionSettings, compact_indices
 from .memory import release_freed_memory
-from .prompts import r2_for
 from .record import SaliencyRecord
+from .request import concept_key, resolve_r2
 from .statistics import FORMS, contrastive_margin, contrastive_saliency
 
 StepSaliency = Callable[[int, slice], torch.Tensor]
@@ -269,9 +269,9 @@ def select_sensitive_neurons(
     rules = compatibility_rules(compatibility)
     if method == "conceptprune" and record.form != "reference":
         raise FIAInputError("method: ConceptPrune selection needs a saliency run with saliency_form = reference.")
-    overrides = {k.lower(): v for k, v in (r2_overrides or {}).items()}
+    overrides = {concept_key(k): v for k, v in (r2_overrides or {}).items()}
     device = selection_device(device, record.device)
-    ratios = {c: r2_for(c, record.preset, r2, overrides) for c in record.concepts}
+    ratios = {c: resolve_r2(c, record.preset, r2, overrides) for c in record.concepts}
     selected: dict[str, dict[str, torch.Tensor]] = {c: {} for c in record.concepts}
     for layer in record.layers:
         abs_weight = record.abs_weights[layer.key].to(device)  # model dtype; fp32 one block at a time

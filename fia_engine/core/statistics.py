@@ -114,19 +114,30 @@ class Moments:
 
 
 class MomentAccumulator:
-    """Running sums over prompts, kept on the model's device (no host sync per call)."""
+    """Running sums over prompts, kept on the model's device (no host sync per call).
+
+    The std comes from a running sum of squared deviations merged batch by batch (Chan et al.'s
+    form of Welford's update), not from sum_sq / n - mean^2: that difference cancels when the
+    spread is small next to the mean, as it is for base prompts sharing one latent, and loses
+    most of its digits in the exact form's fp32 sums. The mean is the plain sum / n either way.
+    """
 
     def __init__(self, steps: int, shape: tuple[int, ...], device: torch.device, with_std: bool, dtype=torch.float64):
         self.sum = torch.zeros((steps, *shape), device=device, dtype=dtype)
-        self.sum_sq = torch.zeros_like(self.sum) if with_std else None
+        self.deviations = torch.zeros_like(self.sum) if with_std else None  # sum of (x - mean)^2
         self.counts = [0] * steps
 
     def add(self, step: int, values: torch.Tensor) -> None:
         """values: [B, *shape], one row per prompt."""
         values = values.to(self.sum.dtype)
+        if self.deviations is not None:
+            seen, batch = self.counts[step], values.shape[0]
+            batch_mean = values.mean(dim=0)
+            self.deviations[step] += (values - batch_mean).square().sum(dim=0)
+            if seen:
+                delta = batch_mean - self.sum[step] / seen
+                self.deviations[step] += delta.square() * (seen * batch / (seen + batch))
         self.sum[step] += values.sum(dim=0)
-        if self.sum_sq is not None:
-            self.sum_sq[step] += values.square().sum(dim=0)
         self.counts[step] += values.shape[0]
 
     def finalize(self, mean_dtype: torch.dtype = torch.float32) -> Moments:
@@ -135,6 +146,6 @@ class MomentAccumulator:
             raise RuntimeError(f"incomplete recording: prompts per step {self.counts}")
         mean = self.sum / count
         std = None
-        if self.sum_sq is not None:
-            std = (self.sum_sq / count - mean.square()).clamp_min(0.0).sqrt().float().cpu()
+        if self.deviations is not None:
+            std = (self.deviations / count).sqrt().float().cpu()
         return Moments(mean.to(mean_dtype).cpu(), std, count)

@@ -8,9 +8,9 @@ import torch
 from ..core.architectures import (
     DIFFUSION_PREFIX,
     ArchitectureSpec,
-    FFLayer,
+    PrunableLayer,
     architecture_of,
-    discover_ff_layers,
+    discover_layers,
     layers_named,
     supported_families,
 )
@@ -19,7 +19,7 @@ from ..core.errors import FIAInputError
 
 def layers_of_patcher(
     patcher, streams: tuple[str, ...] | None = None, kind: str = "ff2"
-) -> tuple[ArchitectureSpec, list[FFLayer]]:
+) -> tuple[ArchitectureSpec, list[PrunableLayer]]:
     """Architecture and layers of `kind` (FF output by default) of a ComfyUI ModelPatcher; refuses models without any."""
     spec = architecture_of(patcher.model.model_config)
     if spec.unsupported:
@@ -28,7 +28,7 @@ def layers_of_patcher(
             f"{', '.join(supported_families())}."
         )
     spec = spec.with_layers(kind)
-    layers = discover_ff_layers(patcher.model.diffusion_model, spec, streams)
+    layers = discover_layers(patcher.model.diffusion_model, spec, streams)
     if not layers:
         raise FIAInputError(
             f"model: this {spec.family} model has no supported {layers_named(spec.layers)} "
@@ -38,12 +38,12 @@ def layers_of_patcher(
     return spec, layers
 
 
-def modules_by_path(diffusion_model: torch.nn.Module, layers: list[FFLayer]) -> dict[str, torch.nn.Module]:
+def modules_by_path(diffusion_model: torch.nn.Module, layers: list[PrunableLayer]) -> dict[str, torch.nn.Module]:
     named = dict(diffusion_model.named_modules())
     return {layer.module_path: named[layer.module_path] for layer in layers}
 
 
-def original_weights(patcher, layers: list[FFLayer]) -> dict[str, torch.Tensor]:
+def original_weights(patcher, layers: list[PrunableLayer]) -> dict[str, torch.Tensor]:
     """The checkpoint's weights, before any patch (LoRA, mask) of this or an upstream node."""
     key_patches = patcher.get_key_patches(DIFFUSION_PREFIX)
     weights = {}
@@ -53,7 +53,7 @@ def original_weights(patcher, layers: list[FFLayer]) -> dict[str, torch.Tensor]:
     return weights
 
 
-def effective_weights(patcher, layers: list[FFLayer], originals: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def effective_weights(patcher, layers: list[PrunableLayer], originals: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The weights sampling uses: `original_weights` with this patcher's weight patches applied (CPU, fp32)."""
     weights = {}
     for layer in layers:

@@ -65,18 +65,19 @@ def unlearning_mask(
     settings = settings or MethodSettings()
     seed = preset.paper.seed if settings.seed is None else settings.seed
     record = compute_saliency(
-        patcher, encode, [*concepts, *keep], preset, num_pairs=settings.num_pairs, seed=seed,
+        patcher, encode, concepts, preset, keep=keep, num_pairs=settings.num_pairs, seed=seed,
         settings=settings.sampling, form=settings.form, progress=progress, streams=streams, pairs=pairs,
         layer_kind=settings.layer_kind,
     )
-    return masks_from(record, settings, keep=keep)
+    return masks_from(record, settings)
 
 
 def masks_from(
-    record: SaliencyRecord, settings: MethodSettings, keep: list[str] = (), forget: list[str] | None = None
+    record: SaliencyRecord, settings: MethodSettings, keep: list[str] | None = None, forget: list[str] | None = None
 ) -> MethodResult:
     """Selection and fusion on a finished recording (benchmarks compare several on one record):
-    the record's concepts in `keep` are preserved, `forget` (default: all the others) forgotten."""
+    `keep` (default: the record's own) is preserved, `forget` (default: all the others) forgotten."""
+    keep = record.keep if keep is None else keep
     task = paper.for_task(record.preset)
     r1 = task.r1 if settings.r1 is None else settings.r1
     selected = select_sensitive_neurons(

@@ -17,7 +17,13 @@ from comfy.weight_adapter.base import WeightAdapterBase
 
 from ..core.architectures import architecture_of, fingerprint
 from ..core.errors import FIAInputError
-from ..core.masks import UnlearningMask, check_has_layers, check_layers_match, warn_if_other_weights
+from ..core.masks import (
+    UnlearningMask,
+    check_architecture,
+    check_has_layers,
+    check_layers_match,
+    warn_if_other_weights,
+)
 from .layers import layers_of_patcher, original_weights
 
 MODES = ("patch", "wrapper")
@@ -109,7 +115,7 @@ def apply_mask(patcher, mask: UnlearningMask, strength: float = 1.0, *, mode: st
         raise FIAInputError(f"mode: '{mode}' is unknown; use one of {', '.join(MODES)}.")
     check_has_layers("mask", mask.layers)
     family = architecture_of(patcher.model.model_config).family
-    check_layers_match("mask", mask.architecture, [], family, [])  # the family first: clearest message
+    check_architecture("mask", mask.architecture, family)  # the family first: clearest message
     spec, layers = layers_of_patcher(
         patcher, streams=tuple(sorted({layer.stream for layer in mask.layers})), kind=mask.layers[0].kind
     )

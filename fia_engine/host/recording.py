@@ -18,7 +18,7 @@ import comfy.sample
 import torch
 
 from ..core import statistics
-from ..core.architectures import FFLayer
+from ..core.architectures import PrunableLayer
 from ..core.sampling import COND, REFERENCE_SCHEDULE_FAMILIES, SCHEDULES, UNCOND, SamplingSettings
 from . import plms
 
@@ -37,7 +37,7 @@ class ActivationRecorder:
 
     def __init__(
         self,
-        layers: list[FFLayer],
+        layers: list[PrunableLayer],
         modules: dict[str, torch.nn.Module],
         form: str,
         settings: SamplingSettings,
@@ -96,7 +96,7 @@ class ActivationRecorder:
 
         patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, key, apply_model_wrapper)
 
-    def _hook(self, layer: FFLayer):
+    def _hook(self, layer: PrunableLayer):
         def record(module, args):
             x = args[0]
             chunks = self._chunks
@@ -111,7 +111,7 @@ class ActivationRecorder:
 
         return record
 
-    def _reduce(self, layer: FFLayer, x: torch.Tensor) -> list[torch.Tensor]:
+    def _reduce(self, layer: PrunableLayer, x: torch.Tensor) -> list[torch.Tensor]:
         weight = None
         if self.form.needs_weight:
             weight = self._device_weights.get(layer.key)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import comfy.samplers
 import torch
 
 from ..core import paper
 from ..core import prompts as prompt_lib
-from ..core.architectures import FFLayer, fingerprint
+from ..core.architectures import ArchitectureSpec, PrunableLayer, fingerprint
 from ..core.errors import FIAInputError
 from ..core.record import RecordingProvenance, SaliencyRecord
+from ..core.request import ConceptRequest, resolve_concepts
 from ..core.statistics import FORMS, MomentAccumulator, Moments
 from .layers import effective_weights, layers_of_patcher, modules_by_path, original_weights
 from .recording import (
@@ -51,8 +52,25 @@ def validate_sampling(settings: SamplingSettings, form: str) -> None:
         raise FIAInputError("cfg: must not be negative.")
     if settings.schedule not in SCHEDULES:
         raise FIAInputError(f"schedule: '{settings.schedule}' is unknown; use one of {', '.join(SCHEDULES)}.")
-    if settings.noise not in prompt_lib.NOISE_PROTOCOLS:
-        raise FIAInputError(f"noise: '{settings.noise}' is unknown; use one of {', '.join(prompt_lib.NOISE_PROTOCOLS)}.")
+
+
+@dataclass(frozen=True)
+class RecordingPlan:
+    """What a saliency run will record, fixed before any model runs: the layers, the settings as
+    they will be sampled, the prompt sets (each base set once) and the UNet calls they cost."""
+
+    spec: ArchitectureSpec
+    layers: list[PrunableLayer]
+    settings: SamplingSettings  # automatic values resolved; width and height as sampled
+    geometry: tuple[int, ...]
+    request: ConceptRequest
+    pairs: dict[str, list[prompt_lib.PromptPair]]
+    concept_base: dict[str, str]  # concept -> its base set's id
+    jobs: list[tuple[str, str, list[tuple[str, int]]]]  # (kind, name, [(prompt, seed), ...])
+
+    def unet_calls(self) -> int:
+        batch = self.settings.prompts_per_batch
+        return self.settings.recorded_steps * sum(-(-len(items) // batch) for _, _, items in self.jobs)
 
 
 def compute_saliency(
@@ -61,6 +79,7 @@ def compute_saliency(
     concepts: list[str],
     preset: prompt_lib.PromptPreset,
     *,
+    keep: list[str] = (),
     num_pairs: int = 0,
     seed: int = paper.GENERAL.seed,
     settings: SamplingSettings | None = None,
@@ -73,15 +92,36 @@ def compute_saliency(
     """Records Eq.2's statistics for every concept; base prompts shared by concepts run once.
 
     `encode(text)` returns ComfyUI conditioning for one prompt (CLIPTextEncode's output).
+    `keep`: concepts to preserve, recorded like the others and named in the record's `keep`.
     `pairs` replaces the preset's prompt pairs with your own (concept -> pairs).
     `layer_kind` picks the layer kind of the paper's ablation (architectures.LAYER_KINDS): the same
     statistics are recorded on those Linear layers' inputs.
     The input patcher is never modified: recording runs on a clone.
     """
-    settings = settings or SamplingSettings()
+    plan = plan_recording(patcher, resolve_concepts(concepts, keep), preset, num_pairs=num_pairs, seed=seed,
+                          settings=settings or SamplingSettings(), form=form, streams=streams, pairs=pairs,
+                          layer_kind=layer_kind)
+    originals = original_weights(patcher, plan.layers)  # one walk of the patcher's keys serves both
+    weights = effective_weights(patcher, plan.layers, originals)
+    moments, unet_calls = record_moments(patcher, encode, plan, weights, form, progress)
+    dtype = patcher.model.get_dtype()  # what inference uses; fp16 halves the record for fp16 checkpoints
+    abs_weights = {layer.key: weights.pop(layer.key)[:, layer.neuron_columns].abs().to("cpu", dtype)
+                   for layer in plan.layers}
+    provenance = RecordingProvenance(
+        plan.settings, form, preset.name, num_pairs, seed,
+        weight_patches=sum(len(patcher.patches.get(layer.key, [])) for layer in plan.layers),
+    )
+    return assemble_record(plan, moments, abs_weights, provenance, fingerprint(originals), preset.name, form,
+                           unet_calls, str(patcher.load_device))
+
+
+def plan_recording(
+    patcher, request: ConceptRequest, preset: prompt_lib.PromptPreset, *, num_pairs: int, seed: int,
+    settings: SamplingSettings, form: str, streams: tuple[str, ...] | None,
+    pairs: dict[str, list[prompt_lib.PromptPair]] | None, layer_kind: str,
+) -> RecordingPlan:
+    """Checks the settings and resolves the automatic ones against the model; builds each prompt set once."""
     validate_sampling(settings, form)
-    if not concepts:
-        raise FIAInputError("concepts: the list is empty. Write the concepts to forget, one per line.")
     spec, layers = layers_of_patcher(patcher, streams, layer_kind)
     if settings.schedule == "reference" and spec.family not in REFERENCE_SCHEDULE_FAMILIES:
         settings = replace(settings, schedule="sampler")  # the reference only ever sampled SD1.x
@@ -93,21 +133,40 @@ def compute_saliency(
     if geometry[1] < 1 or geometry[2] < 1:
         raise FIAInputError(f"width/height: {width}x{height} is smaller than one latent pixel of this model.")
     # recorded as sampled: sizes between latent pixels round down (65x71 samples at 64x64 for SD1.x)
-    width, height = geometry[2] * downscale_ratio(patcher), geometry[1] * downscale_ratio(patcher)
+    settings = replace(settings, width=geometry[2] * downscale_ratio(patcher),
+                       height=geometry[1] * downscale_ratio(patcher))
 
+    concepts = request.recorded
     if pairs is None:
         pairs = {c: prompt_lib.build_prompt_pairs(c, preset, num_pairs, seed, settings.noise) for c in concepts}
     elif set(pairs) != set(concepts) or not all(pairs.values()):
         raise FIAInputError("pairs: give a non-empty list of prompt pairs for each concept, and only for them.")
-    concept_base = {c: prompt_lib.base_set_id(p) for c, p in pairs.items()}
-    base_sets = {concept_base[c]: pairs[c] for c in concepts}
+    else:
+        prompt_lib.check_noise(settings.noise)  # the built pairs' check; your own pairs still state it
+    concept_base = {c: prompt_lib.base_set_id(pairs[c]) for c in concepts}
+    jobs = recording_jobs(pairs, concepts, concept_base)
+    return RecordingPlan(spec, layers, settings, geometry, request, pairs, concept_base, jobs)
 
-    originals = original_weights(patcher, layers)  # one walk of the patcher's keys serves both
-    weights = effective_weights(patcher, layers, originals)
-    source_fingerprint = fingerprint(originals)
-    batch = settings.prompts_per_batch
-    jobs = recording_jobs(pairs, concepts)
-    total_calls = settings.recorded_steps * sum(-(-len(items) // batch) for _, _, items in jobs)
+
+def recording_jobs(
+    pairs: dict[str, list[prompt_lib.PromptPair]], concepts: list[str], concept_base: dict[str, str] | None = None,
+) -> list[tuple[str, str, list[tuple[str, int]]]]:
+    """(kind, name, [(prompt, seed), ...]) per prompt set: each base set once, then each concept.
+    `concept_base`: each concept's base set id, when the caller has it already."""
+    concept_base = concept_base or {c: prompt_lib.base_set_id(pairs[c]) for c in concepts}
+    base_sets = {concept_base[c]: pairs[c] for c in concepts}
+    jobs = [("base", b, [(p.base_prompt, p.seed) for p in ps]) for b, ps in base_sets.items()]
+    return jobs + [("concept", c, [(p.concept_prompt, p.seed) for p in pairs[c]]) for c in concepts]
+
+
+def record_moments(
+    patcher, encode: Encoder, plan: RecordingPlan, weights: dict[str, torch.Tensor], form: str,
+    progress: Progress | None,
+) -> tuple[dict[tuple[str, str], dict[str, Moments]], int]:
+    """Samples every prompt set of the plan for its first T UNet calls on a clone; returns the
+    moments per (kind, name) and layer, and the UNet calls made."""
+    settings, layers = plan.settings, plan.layers
+    total_calls = plan.unet_calls()
     done = 0
 
     def step_done() -> None:
@@ -131,7 +190,7 @@ def compute_saliency(
         return cache[text]
 
     results: dict[tuple[str, str], dict[str, Moments]] = {}
-    for kind, name, items in jobs:
+    for kind, name, items in plan.jobs:
         accumulators = {
             layer.key: MomentAccumulator(
                 settings.recorded_steps, _unit_shape(layer, form), device, with_std=(kind == "base"),
@@ -139,46 +198,43 @@ def compute_saliency(
             )
             for layer in layers
         }
-        for chunk in _shape_compatible_batches(items, batch, conditioning):
+        for chunk in _shape_compatible_batches(items, settings.prompts_per_batch, conditioning):
             recorder.begin_batch(accumulators, len(chunk))
             positive = batch_conditioning([conditioning(text) for text, _ in chunk])
-            sample_recorded_steps(work, recorder, positive, negative, [s for _, s in chunk], geometry)
+            sample_recorded_steps(work, recorder, positive, negative, [s for _, s in chunk], plan.geometry)
         # fp32 like the reference: fp16 concept means flipped selections at Eq.2's margin
         results[(kind, name)] = {key: acc.finalize(torch.float32) for key, acc in accumulators.items()}
+    return results, recorder.unet_calls
 
-    dtype = patcher.model.get_dtype()  # what inference uses; fp16 halves the record for fp16 checkpoints
-    abs_weights = {layer.key: weights.pop(layer.key)[:, layer.neuron_columns].abs().to("cpu", dtype) for layer in layers}
+
+def assemble_record(
+    plan: RecordingPlan, moments: dict[tuple[str, str], dict[str, Moments]], abs_weights: dict[str, torch.Tensor],
+    provenance: RecordingProvenance, source_fingerprint: str, preset: str, form: str, unet_calls: int,
+    device: str | None = None,
+) -> SaliencyRecord:
+    """The FIA_SALIENCY object from the plan and what was recorded (`device`: where the model's
+    weights were, for selection to run there)."""
+    concepts = plan.request.recorded
     return SaliencyRecord(
-        architecture=spec.family,
-        layers=layers,
+        architecture=plan.spec.family,
+        layers=plan.layers,
         form=form,
-        preset=preset.name,
-        concepts=list(concepts),
-        concept_moments={c: results[("concept", c)] for c in concepts},
-        base_moments={b: results[("base", b)] for b in base_sets},
-        concept_base=concept_base,
+        preset=preset,
+        concepts=concepts,
+        concept_moments={c: moments[("concept", c)] for c in concepts},
+        base_moments={b: moments[("base", b)] for b in dict.fromkeys(plan.concept_base.values())},
+        concept_base=plan.concept_base,
         abs_weights=abs_weights,
-        prompts=pairs,
-        provenance=RecordingProvenance(
-            replace(settings, width=width, height=height), form, preset.name, num_pairs, seed,
-            weight_patches=sum(len(patcher.patches.get(layer.key, [])) for layer in layers),
-        ),
+        prompts=plan.pairs,
+        provenance=provenance,
         fingerprint=source_fingerprint,
-        unet_calls=recorder.unet_calls,
-        device=str(device),
+        unet_calls=unet_calls,
+        device=device,
+        keep=list(plan.request.keep),
     )
 
 
-def recording_jobs(
-    pairs: dict[str, list[prompt_lib.PromptPair]], concepts: list[str]
-) -> list[tuple[str, str, list[tuple[str, int]]]]:
-    """(kind, name, [(prompt, seed), ...]) per prompt set: each base set once, then each concept."""
-    base_sets = {prompt_lib.base_set_id(pairs[c]): pairs[c] for c in concepts}
-    jobs = [("base", b, [(p.base_prompt, p.seed) for p in ps]) for b, ps in base_sets.items()]
-    return jobs + [("concept", c, [(p.concept_prompt, p.seed) for p in pairs[c]]) for c in concepts]
-
-
-def _unit_shape(layer: FFLayer, form: str) -> tuple[int, ...]:
+def _unit_shape(layer: PrunableLayer, form: str) -> tuple[int, ...]:
     return FORMS[form].unit_shape(layer.out_features, len(range(layer.in_features)[layer.neuron_columns]))
 
 

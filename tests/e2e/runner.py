@@ -43,9 +43,22 @@ class WorkflowRun:
     log: str              # server log written during the run
     seconds: float
     images: dict[str, list[Path]] = field(default_factory=dict)  # SaveImage node id -> files
+    fused_masks: list[Path] = field(default_factory=list)  # what each FIA Fuse Masks made, saved by the runner
 
     def outputs_of(self, class_type: str) -> dict[str, list[Path]]:
         return {node_id: self.images.get(node_id, []) for node_id in nodes_of(self.prompt, class_type)}
+
+
+def with_fused_masks_saved(prompt: dict, stem: str) -> tuple[dict, list[str]]:
+    """The prompt to queue: the shipped one plus an FIA Save Mask on each FIA Fuse Masks output, so
+    the tests read what was fused from the mask files, not from the server's log. Returns it and
+    the save prefixes (under the mask folder), in node order."""
+    queued, prefixes = dict(prompt), []
+    for node_id in nodes_of(prompt, "FIAFuseMasks"):
+        prefixes.append(f"e2e/{stem}_{node_id}")
+        queued[f"fia-e2e-save-{node_id}"] = {"class_type": "FIASaveMask",
+                                             "inputs": {"mask": [node_id, 0], "filename_prefix": prefixes[-1]}}
+    return queued, prefixes
 
 
 class WorkflowRunner:
@@ -76,13 +89,16 @@ class WorkflowRunner:
             if nodes_of(prompt, "FIALoadMask"):
                 self._prepare_mask_files(prompt)
             start_log, start = self.server.log_size(), time.monotonic()
-            history = self.server.run(prompt)
+            queued, prefixes = with_fused_masks_saved(prompt, Path(name).stem)
+            history = self.server.run(queued)
             images = {
                 node_id: [self.server.output_dir / item["subfolder"] / item["filename"] for item in output["images"]]
                 for node_id, output in history.get("outputs", {}).items() if "images" in output
             }
+            folder = self.server.models_dir / "fia_masks"
+            fused = [sorted(folder.glob(f"{prefix}_*_.safetensors"))[-1] for prefix in prefixes]
             self.runs[name] = WorkflowRun(name, prompt, history, self.server.log_text(start_log),
-                                          time.monotonic() - start, images)
+                                          time.monotonic() - start, images, fused)
         return self.runs[name]
 
     def _prepare_mask_files(self, prompt: dict) -> None:

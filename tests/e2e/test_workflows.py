@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 import pytest
@@ -14,12 +13,12 @@ from .runner import WORKFLOW_FILES, WorkflowRun, load_ui
 from .workflow_api import nodes_of, to_api
 
 ARTISTS = ["Van Gogh", "Claude Monet", "Pablo Picasso", "Leonardo Da Vinci", "Salvador Dali"]
-FUSED = re.compile(r"FIA: fused (\d+) concepts: (\d+) weights pruned")
 
 
 def fusions(run: WorkflowRun) -> list[tuple[int, int]]:
-    """(concepts, pruned weights) of every FIA Fuse Masks execution during the run, from the server log."""
-    return [(int(c), int(p)) for c, p in FUSED.findall(run.log)]
+    """(concepts, pruned weights) of every FIA Fuse Masks output of the run, from its saved mask file."""
+    return [(len(json.loads(meta["concepts"])), int(meta["pruned_weights"]))
+            for meta in map(mask_metadata, run.fused_masks)]
 
 
 def only(prompt: dict, class_type: str) -> tuple[str, dict]:
@@ -97,7 +96,8 @@ def test_keep_workflow_forgets_three_artists_and_spares_the_fourth(runner):
     assert kept_saliency["inputs"]["concepts"] == "Claude Monet" and kept_saliency["inputs"]["preset"] == "art"
     [(concepts, pruned)] = fusions(run)
     assert concepts == 3 and pruned > 0
-    assert re.search(r"spared for 1 kept concepts", run.log)
+    keep = json.loads(mask_metadata(run.fused_masks[0])["hyperparameters"])["keep"]
+    assert keep["concepts"] == ["Claude Monet"]
 
 
 def test_object_workflow_compares_base_and_unlearned_with_one_seed(runner):
