@@ -93,3 +93,21 @@ def encode(tiny_clip):
     from devkit import tiny
 
     return tiny.clip_encoder(tiny_clip)
+
+
+@pytest.fixture()
+def counted_model():
+    """The tiny model, counting its UNet calls: a refused input must cost none."""
+    import comfy.patcher_extension
+
+    from devkit import tiny
+
+    model = tiny.tiny_sd15_patcher()
+    calls = []
+
+    def count(executor, *args, **kwargs):
+        calls.append(1)
+        return executor(*args, **kwargs)
+
+    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "count", count)
+    return model, calls

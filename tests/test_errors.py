@@ -1,23 +1,9 @@
 """Bad input: a clear message naming the input and the fix, before any sampling."""
 
-import comfy.patcher_extension
 import pytest
 from chain import apply_node, fuse_node, saliency_node, select_node
 
 from devkit import tiny
-
-
-@pytest.fixture()
-def counted_model():
-    model = tiny.tiny_sd15_patcher()
-    calls = []
-
-    def count(executor, *args, **kwargs):
-        calls.append(1)
-        return executor(*args, **kwargs)
-
-    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "count", count)
-    return model, calls
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,6 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-import comfy.patcher_extension
 import folder_paths
 import pytest
 from chain import fuse_node, saliency_node, select_node
@@ -41,20 +40,6 @@ def values(pack, tiny_clip):
     masks = select_node(pack, saliency)
     return {"MODEL": model, "CLIP": tiny_clip, "FIA_SALIENCY": saliency, "FIA_CONCEPT_MASKS": masks,
             "FIA_MASK": fuse_node(pack, masks)}
-
-
-@pytest.fixture()
-def counted_model():
-    """The tiny model, counting its UNet calls: a refused input must cost none."""
-    model = tiny.tiny_sd15_patcher()
-    calls = []
-
-    def count(executor, *args, **kwargs):
-        calls.append(1)
-        return executor(*args, **kwargs)
-
-    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "count", count)
-    return model, calls
 
 
 def valid_inputs(schema: io.Schema, sockets: dict) -> dict:
