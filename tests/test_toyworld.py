@@ -335,6 +335,15 @@ def test_diagnosis_cuts_whole_neurons_and_finds_contrast(toy) -> None:
     assert sum(c.numel() for c in either.values()) >= sum(c.numel() for c in neurons.values())
 
 
+def test_toyworld_saliency_records_the_layer_kind_it_is_given(toy) -> None:
+    """forgetting.saliency passes the settings' layer kind to the engine (it used to drop it)."""
+    from toyworld import forgetting as fg
+
+    record = fg.saliency(toy, ["red"], dataclasses.replace(fg.SETTINGS, num_pairs=1, layer_kind="cross-attn kv"))
+    assert {layer.kind for layer in record.layers} == {"cross-attn kv"}
+    assert all(layer.module_path.endswith(("attn2.to_k", "attn2.to_v")) for layer in record.layers)
+
+
 def test_layer_inputs_are_the_first_calls_of_sampling(toy) -> None:
     from toyworld import diagnosis
 

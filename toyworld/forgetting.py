@@ -95,6 +95,7 @@ def saliency(world: ToyWorld, concepts: list[str], settings: MethodSettings = SE
     return compute_saliency(
         world.patcher, world.encode, concepts, PRESET, num_pairs=settings.num_pairs, seed=seed_of(settings),
         settings=settings.sampling, form=settings.form, progress=progress, pairs=pairs_for(world, concepts, settings),
+        layer_kind=settings.layer_kind,
     )
 
 

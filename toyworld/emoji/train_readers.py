@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import STYLES, load_renders
-from .readers import WEIGHTS, NetReader, TemplateReader, degrade
+from .readers import WEIGHTS, NetReader, TemplateReader, degrade, load_reader
 from .world import EmojiWorld
 
 log = logging.getLogger("toyworld.emoji.train_readers")
@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--held-out", type=int, default=2000)
+    ap.add_argument("--init", type=Path, default=None, help="continue from these reader weights (same concepts)")
     ap.add_argument("--out", type=Path, default=WEIGHTS)
     ap.add_argument("--report", type=Path, default=Path(__file__).parent / "reports" / "readers.json")
     a = ap.parse_args(argv)
@@ -98,6 +99,11 @@ def main(argv: list[str] | None = None) -> None:
     codes = model_concepts(a.model)
     world = EmojiWorld(renders, [full.index[c] for c in codes])
     reader = NetReader(tuple(full.concepts[i].code for i in world.trained), a.width)
+    if a.init is not None:
+        start_from = load_reader(a.init)
+        if start_from.concepts != reader.concepts:
+            raise SystemExit(f"--init {a.init} reads other concepts than {a.model}'s")
+        reader.load_state_dict(start_from.state_dict())
     opt = torch.optim.AdamW(reader.parameters(), lr=a.lr, weight_decay=1e-4)
     start = time.time()
     for step in range(a.steps):
