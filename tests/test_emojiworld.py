@@ -163,10 +163,11 @@ def reader_world(renders, reader) -> EmojiWorld:
     return EmojiWorld(renders, [full.index[c] for c in reader.concepts])
 
 
-# The committed reader's held-out figures (reports/readers.json: clean 97.4 % alone, 65.0 % on a scene,
-# style 97.6 %; degraded 95.0 %, 49.4 %, 92.0 %), less sampling noise on 400 images. Below the
-# issue's 97 % for objects on scenes and for degraded images: the reader needs more training.
-FLOORS = {0.0: (0.94, 0.5, 0.94), 1.0: (0.9, 0.35, 0.87)}
+# The committed reader's held-out figures (reports/readers.json: clean 98.5 % alone, 83.6 % on a scene,
+# style 99.2 %; degraded 97.9 %, 72.0 %, 97.0 %), less sampling noise on 400 images (about 100 on
+# scenes: 57.9 % of them read right in this test's draw, degraded). Below the
+# issue's 97 % for objects on scenes: the reader needs more training or width there.
+FLOORS = {0.0: (0.96, 0.75, 0.96), 1.0: (0.95, 0.5, 0.94)}
 
 
 @pytest.mark.slow

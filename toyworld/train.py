@@ -194,7 +194,7 @@ def train(a: argparse.Namespace, unet_config: dict, batch: Batch,
     if a.init is not None:
         weights = load_file(str(a.init))
         unet.load_state_dict({k: v.float() for k, v in weights.items() if not k.startswith("text_encoder.")}, strict=True)
-    unet.to(device).train()
+    unet.to(device).train().requires_grad_(True)  # newer ComfyUI builds its weights without grad
     sigmas = base.model_sampling.sigmas.float()
     alphas_cumprod = 1.0 / (1.0 + sigmas**2)
     ema = {n: p.detach().clone() for n, p in unet.named_parameters()}
