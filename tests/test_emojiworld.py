@@ -251,3 +251,47 @@ def test_training_resumes_bit_for_bit(tmp_path: Path) -> None:
         assert torch.equal(value, resumed[key]), key
     weights = load_file(str(tmp_path / "straight.safetensors"))
     assert any(k.startswith("text_encoder.") for k in weights)
+
+
+# --- the base-quality protocol --------------------------------------------------------------
+
+def test_quality_probes_cover_every_bar_with_fixed_seeds(reader_world: EmojiWorld) -> None:
+    from toyworld.emoji import quality
+
+    ps = quality.probes(reader_world)
+    assert ps == quality.probes(reader_world) and len(ps) >= 600
+    groups = {g: [p for p in ps if p.group == g] for g in dict.fromkeys(p.group for p in ps)}
+    assert len(groups["random"]) == 200 and len({p.concept for p in groups["random"]}) == 200
+    assert {reader_world.concepts[p.concept].code for p in groups["imagenette"]} == set(IMAGENETTE.values())
+    assert {p.style for p in groups["styles"]} == {1, 2, 3, 4}
+    assert {p.place for p in groups["scenes"]} == set(range(len(reader_world.places)))
+    names, tags = groups["synonym_names"], groups["synonym_tags"]
+    assert [(p.concept, p.seed) for p in names] == [(p.concept, p.seed) for p in tags]
+    assert all(n.prompt != t.prompt for n, t in zip(names, tags))
+    assert len({p.seed for p in ps if p.group != "synonym_tags"}) == len(ps) - len(tags)
+
+
+def test_scene_reader_finds_the_scene_under_an_object(reader_world: EmojiWorld) -> None:
+    from toyworld.emoji.readers import read_place
+
+    gen = torch.Generator().manual_seed(3)
+    scenes = [Scene(reader_world.placeable[5 * p], 0, p) for p in range(len(reader_world.places))]
+    images = torch.stack([reader_world.draw(s, reader_world.random_offset(gen)) for s in scenes])
+    assert read_place(reader_world, images).tolist() == list(range(len(reader_world.places)))
+
+
+def test_quality_reads_renders_as_meeting_the_bars(reader_world: EmojiWorld, reader) -> None:
+    """The protocol's own check: the world's renders in place of samples clear every bar, and a
+    set of blank images clears none of the concept bars."""
+    from toyworld.emoji import quality
+    from toyworld.emoji.readers import TemplateReader
+
+    ps = quality.probes(reader_world)
+    gen = torch.Generator().manual_seed(1)
+    images = torch.stack([reader_world.draw(Scene(p.concept, p.style, p.place), reader_world.random_offset(gen))
+                          for p in ps])
+    template = TemplateReader(reader_world, reader_world.trained)
+    bars = quality.verdict(quality.read(reader_world, images, ps, reader, template))
+    assert all(bar["met"] for bar in bars.values()), bars
+    blank = quality.verdict(quality.read(reader_world, torch.ones_like(images), ps, reader, template))
+    assert not any(bar["met"] for key, bar in blank.items() if key.startswith("imagenette"))

@@ -82,7 +82,7 @@ def save_weights(path: Path, ema: dict[str, torch.Tensor], meta: dict[str, str],
 
 
 def save_state(path: Path, unet: torch.nn.Module, ema: dict[str, torch.Tensor],
-               opt: torch.optim.Optimizer, step: int) -> None:
+               opt: torch.optim.Optimizer, step: int, minutes: float = 0.0) -> None:
     """Resume state as safetensors (no pickle): weights, EMA and Adam moments."""
     tensors: dict[str, torch.Tensor] = {}
     names = {id(p): n for n, p in unet.named_parameters()}
@@ -97,8 +97,16 @@ def save_state(path: Path, unet: torch.nn.Module, ema: dict[str, torch.Tensor],
                 if key in st:
                     tensors[f"opt.{key}.{names[id(p)]}"] = st[key].cpu().clone()
     tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), {"step": str(step)})
+    save_file(tensors, str(tmp), {"step": str(step), "minutes": f"{minutes:.1f}"})
     tmp.replace(path)
+
+
+def recorded_minutes(path: Path) -> float:
+    """Training minutes a state or weights file records (0 for files from before they did)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return float((f.metadata() or {}).get("minutes", 0.0))
 
 
 def export_checkpoint(state: Path, out: Path) -> None:
@@ -202,10 +210,11 @@ def train(a: argparse.Namespace, unet_config: dict, batch: Batch,
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0, betas=(0.9, 0.99))
     state_path = a.state
     state_path.parent.mkdir(parents=True, exist_ok=True)
-    step = 0
+    step, minutes_before = 0, 0.0
     if a.resume and state_path.exists():
         step = load_state(state_path, unet, ema, opt)
-        log.info("resumed at step %d", step)
+        minutes_before = recorded_minutes(state_path)
+        log.info("resumed at step %d after %.1f training minutes", step, minutes_before)
 
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}
     log.info("params %d, settings %s", tw_model.parameter_count(unet), json.dumps(settings))
@@ -214,16 +223,17 @@ def train(a: argparse.Namespace, unet_config: dict, batch: Batch,
     loss_acc, n_acc, t_acc = 0.0, 0, time.time()
 
     def checkpoint(final: bool) -> None:
+        minutes = minutes_before + (time.time() - start) / 60  # over every resumed segment
         meta = {
             **metadata,
             "training": json.dumps(settings),
             "step": str(step),
-            "minutes": f"{(time.time() - start) / 60:.1f}",
+            "minutes": f"{minutes:.1f}",
             "ema": str(a.ema),
             "final": str(final),
         }
         save_weights(a.out, ema, meta, extra_tensors)
-        save_state(state_path, unet, ema, opt, step)
+        save_state(state_path, unet, ema, opt, step, minutes)
         log.info("saved step %d to %s", step, a.out)
 
     while step < a.max_steps and time.time() - start < a.minutes * 60:
