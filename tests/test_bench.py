@@ -31,7 +31,7 @@ def test_perf_quick_mode_reports_every_stage(perf_report):
     report, out = perf_report
     assert report["quick"] and set(report["stages"]) == {"1", "2"} and set(report["end_to_end"]) == {"1", "2"}
     for block in report["stages"].values():
-        assert set(block["seconds"]) == {"sort", "select", "fuse", "save", "load"}
+        assert set(block["seconds"]) == {"sort", "select", "select_warm", "fuse", "save", "load"}
         assert block["mask_file_bytes"] > 0 and block["pruned_weights"] > 0  # the child loads its own mask back
         assert block["seconds"]["load"]["rounds"] == 1
     for block in report["end_to_end"].values():

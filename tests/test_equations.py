@@ -68,14 +68,15 @@ def test_eq3_by_hand(engine):
     assert torch.allclose(a, 0.5 * mean / 2 + 0.5 * hits)
 
 
-def test_eq3_blockwise_equals_whole_layer(engine, monkeypatch):
+def test_eq3_blockwise_equals_whole_layer(engine):
     """Eq.3 computed a few rows at a time equals the formula on whole matrices."""
     sel = engine.selection
-    monkeypatch.setattr(sel, "BLOCK_ENTRIES", 40)
     gen = torch.Generator().manual_seed(3)
     steps = [torch.randn(13, 11, generator=gen).clamp_min(0) for _ in range(4)]
-    sensitivity = sel.time_integrated_sensitivity(lambda t, rows: steps[t][rows], (13, 11), 4, r1=0.1)
-    a = torch.cat([sensitivity(b) for b in sel.row_blocks(13, 11)])
+    sensitivity = sel.time_integrated_sensitivity(lambda t, rows: steps[t][rows], (13, 11), 4, r1=0.1, block_entries=40)
+    blocks = list(sel.row_blocks(13, 11, block_entries=40))
+    assert len(blocks) == 5
+    a = torch.cat([sensitivity(b) for b in blocks])
     assert a.shape == (13, 11)
     mean = torch.stack(steps).mean(0)
     k = sel.count_for(0.1, 13 * 11)
@@ -93,23 +94,21 @@ def test_eq3_indicator_ignores_zero_saliency(engine):
 
 
 @pytest.mark.parametrize("block_entries", [64, 1 << 20])
-def test_kth_largest_matches_sorting(engine, monkeypatch, block_entries):
+def test_kth_largest_matches_sorting(engine, block_entries):
     """Radix select over blocks (one or many): ties, negatives, zeros of both signs, tiny values."""
     sel = engine.selection
-    monkeypatch.setattr(sel, "BLOCK_ENTRIES", block_entries)
     values = torch.randn(37, 23, generator=torch.Generator().manual_seed(1)).round(decimals=1)  # with ties
     values[0, :5] = torch.tensor([-0.0, 0.0, 1e-39, -1e-39, 3e38])
     for k in (1, 2, 9, 500, values.numel() - 1, values.numel()):
-        assert sel.kth_largest(values, k) == values.reshape(-1).sort().values[-k]
+        assert sel.kth_largest(values, k, block_entries=block_entries) == values.reshape(-1).sort().values[-k]
     assert torch.equal(sel.kth_largest(values, 3, dim=1), values.sort(dim=1).values[:, -3:-2])
 
 
 @pytest.mark.parametrize("block_entries", [4, 1 << 20])
-def test_eq4_6_row_and_layer_intersection(engine, monkeypatch, block_entries):
-    monkeypatch.setattr(engine.selection, "BLOCK_ENTRIES", block_entries)
+def test_eq4_6_row_and_layer_intersection(engine, block_entries):
     a = torch.tensor([[0.9, 0.1, 0.0, 0.0], [0.5, 0.4, 0.3, 0.0], [0.2, 0.0, 0.0, 0.0]])
     # r2 = 0.25: one per row (cols 4 * .25), top 3 of the 12 in the layer (0.9, 0.5, 0.4)
-    rows, cols = engine.selection.spatial_selection(lambda b: a[b], 0.25, a.shape)
+    rows, cols = engine.selection.spatial_selection(lambda b: a[b], 0.25, a.shape, block_entries=block_entries)
     assert rows.tolist() == [0, 1] and cols.tolist() == [0, 0]
 
 

@@ -150,9 +150,13 @@ def test_wrapper_mode_masks_whatever_order(pack, model, mask, encode):
 
 
 @pytest.mark.slow
-def test_same_inputs_give_bit_identical_masks(pack, engine, tiny_clip, mask, monkeypatch):
-    monkeypatch.setattr(engine.selection, "BLOCK_ENTRIES", 100)  # and independent of the block size
-    again = fuse_node(pack, select_node(pack, saliency_node(pack, tiny.tiny_sd15_patcher(seed=0), tiny_clip)))
+def test_same_inputs_give_bit_identical_masks(pack, engine, tiny_clip, mask):
+    record = saliency_node(pack, tiny.tiny_sd15_patcher(seed=0), tiny_clip)
+    selected = select_node(pack, record)
+    small_blocks = engine.select_sensitive_neurons(record, r1=0.05, r2=0.05, block_entries=100)  # any block size
+    assert all(torch.equal(selected.selected[c][k], small_blocks.selected[c][k])
+               for c in selected.concepts for k in selected.selected[c])
+    again = fuse_node(pack, selected)
     assert mask.pruned.keys() == again.pruned.keys()
     assert all(torch.equal(mask.pruned[k], again.pruned[k]) for k in mask.pruned)
     assert all(torch.equal(mask.kept_agnostic[k], again.kept_agnostic[k]) for k in mask.pruned)
@@ -173,14 +177,13 @@ def test_fusing_separate_runs_and_union(pack, model, tiny_clip):
         fuse_node(pack, objects, objects)
 
 
-def test_exact_form_and_conceptprune_run_through_the_nodes(pack, engine, model, tiny_clip, monkeypatch):
+def test_exact_form_and_conceptprune_run_through_the_nodes(pack, engine, model, tiny_clip):
     exact = saliency_node(pack, model, tiny_clip, concepts="cat", saliency_form="exact", recorded_steps=2)
     layer = exact.layers[0]
     assert exact.concept_moments["cat"][layer.key].mean.shape == (2, layer.out_features, layer.in_features)
     whole = select_node(pack, exact)
     assert whole.count("cat") > 0
-    monkeypatch.setattr(engine.selection, "BLOCK_ENTRIES", 100)  # a few rows per block
-    blockwise = select_node(pack, exact)
+    blockwise = engine.select_sensitive_neurons(exact, r1=0.05, r2=0.05, block_entries=100)  # a few rows per block
     assert all(torch.equal(whole.selected["cat"][k], blockwise.selected["cat"][k]) for k in whole.selected["cat"])
     reference = saliency_node(pack, model, tiny_clip, concepts="cat", recorded_steps=2)
     assert select_node(pack, reference, r2=0.02, method="conceptprune").count("cat") > 0

@@ -19,6 +19,7 @@ caller takes the general path.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -61,6 +62,11 @@ class SortedColumns:
         self.column_max = self.weight_at(torch.arange(self.in_features, device=abs_weight.device),
                                          torch.full((self.in_features,), self.out_features - 1, device=abs_weight.device))
 
+    @property
+    def nbytes(self) -> int:
+        """What keeping it costs: the sorted copy, its rows and the |W| it reads exact values from."""
+        return sum(t.numel() * t.element_size() for t in (self.keys, self.rows, self.abs_weight))
+
     def flat_index(self, columns: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Flat (row-major) index into the layer of the entry at ascending `positions` of `columns`."""
         rows = self.rows.view(-1).index_select(0, columns * self.out_features + positions)
@@ -69,6 +75,40 @@ class SortedColumns:
     def weight_at(self, columns: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Exact |W| (fp32) at sorted positions."""
         return self.abs_weight.view(-1).index_select(0, self.flat_index(columns, positions)).float()
+
+
+SORT_CACHE_BYTES = 512 << 20
+"""The CPU's sorted columns kept between selections (SD1.5's sixteen `ff.net.2` layers need about
+300 MB): selecting again from one model (another r2, more concepts, a re-run graph) skips the
+sort, the one step that costs more than a concept. GPU sorts are not kept: they are fast there and
+VRAM is the user's."""
+_sorted: OrderedDict[tuple, SortedColumns] = OrderedDict()
+
+
+def sorted_columns(layer_key: str, abs_weight: torch.Tensor) -> SortedColumns:
+    """`SortedColumns(abs_weight)`, from the cache when the same |W| was sorted before. A hit is
+    checked against the whole tensor (a model's fingerprint samples its weights, so it cannot
+    tell two fine-tunes apart for certain)."""
+    if abs_weight.device.type != "cpu":
+        return SortedColumns(abs_weight)
+    key = (layer_key, tuple(abs_weight.shape), abs_weight.dtype)
+    hit = _sorted.get(key)
+    if hit is not None and torch.equal(hit.abs_weight, abs_weight):
+        _sorted.move_to_end(key)
+        return hit
+    columns = SortedColumns(abs_weight)
+    _sorted[key] = columns
+    while _sorted and sorted_columns_bytes() > SORT_CACHE_BYTES:
+        _sorted.popitem(last=False)
+    return columns
+
+
+def clear_sorted_columns() -> None:
+    _sorted.clear()
+
+
+def sorted_columns_bytes() -> int:
+    return sum(c.nbytes for c in _sorted.values())
 
 
 def _ranges(start: torch.Tensor, stop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -41,6 +41,7 @@ BlockSensitivity = Callable[[slice], torch.Tensor]
 
 SELECTION_METHODS = ("fia", "conceptprune")
 BLOCK_ENTRIES = 1 << 18
+"""Entries of S or A formed at a time (about 1 MB in fp32): the general path's working memory."""
 _BUCKETS = 1 << 16
 
 
@@ -65,9 +66,9 @@ def count_for(fraction: float, n: int) -> int:
     return min(n, max(1, int(fraction * n)))
 
 
-def row_blocks(rows: int, columns: int) -> Iterator[slice]:
-    """Slices of about BLOCK_ENTRIES entries (at least one row)."""
-    step = max(1, BLOCK_ENTRIES // max(1, columns))
+def row_blocks(rows: int, columns: int, block_entries: int = BLOCK_ENTRIES) -> Iterator[slice]:
+    """Slices of about `block_entries` entries (at least one row)."""
+    step = max(1, block_entries // max(1, columns))
     for start in range(0, rows, step):
         yield slice(start, min(rows, start + step))
 
@@ -117,11 +118,11 @@ def kth_largest_streamed(blocks: Callable[[], Iterable[torch.Tensor]], k: int) -
     return _value_of_key(((bucket - _BUCKETS // 2) << 16) | low_bits, device)
 
 
-def kth_largest(values: torch.Tensor, k: int, dim: int | None = None) -> torch.Tensor:
-    """The k-th largest value (of all entries, or along `dim`, kept as a size-1 dim)."""
+def kth_largest(values: torch.Tensor, k: int, dim: int | None = None, block_entries: int = BLOCK_ENTRIES) -> torch.Tensor:
+    """The k-th largest value (of all entries, streamed in blocks, or along `dim`, kept as a size-1 dim)."""
     if dim is None:
         flat = values.reshape(-1)
-        return kth_largest_streamed(lambda: flat.split(BLOCK_ENTRIES), k).to(values.dtype)
+        return kth_largest_streamed(lambda: flat.split(block_entries), k).to(values.dtype)
     return torch.topk(values, k, dim=dim, sorted=False).values.amin(dim=dim, keepdim=True)
 
 
@@ -132,7 +133,7 @@ def sensitive(saliency: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
 
 
 def time_integrated_sensitivity(
-    step_saliency: StepSaliency, shape: tuple[int, int], steps: int, r1: float
+    step_saliency: StepSaliency, shape: tuple[int, int], steps: int, r1: float, block_entries: int = BLOCK_ENTRIES
 ) -> BlockSensitivity:
     """Eq.3: A = 0.5 * mean_t(S) / max(mean_t(S)) + 0.5 * mean_t(1[S > tau_t]).
 
@@ -144,7 +145,7 @@ def time_integrated_sensitivity(
     if steps < 1:
         raise ValueError("time_integrated_sensitivity needs at least one step")
     rows, columns = shape
-    blocks = list(row_blocks(rows, columns))
+    blocks = list(row_blocks(rows, columns, block_entries))
     k = count_for(r1, rows * columns)
     taus = [kth_largest_streamed(lambda t=t: (step_saliency(t, b).float() for b in blocks), k) for t in range(steps)]
 
@@ -181,7 +182,8 @@ def combine_steps(saliencies: Iterable[torch.Tensor], taus: list[torch.Tensor], 
 
 
 def spatial_selection(
-    sensitivity: BlockSensitivity, r2: float, shape: tuple[int, int], rules: SelectionRules = FIXED_RULES
+    sensitivity: BlockSensitivity, r2: float, shape: tuple[int, int], rules: SelectionRules = FIXED_RULES,
+    block_entries: int = BLOCK_ENTRIES,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq.4-6: Q = (top r2 of each output row) AND (top r2 of the layer) [AND A > 0].
 
@@ -189,7 +191,7 @@ def spatial_selection(
     Returns Q's (rows, columns) indices, built block by block.
     """
     rows, columns = shape
-    blocks = list(row_blocks(rows, columns))
+    blocks = list(row_blocks(rows, columns, block_entries))
     k_layer, k_row = count_for(r2, rows * columns), count_for(r2, columns)
     if not rules.ties_by_value:
         return _topk_selection(torch.cat([sensitivity(b) for b in blocks]), k_row, k_layer, rules.positive_only)
@@ -251,6 +253,7 @@ def select_sensitive_neurons(
     method: str = "fia",
     device: torch.device | str | None = None,
     compatibility: str | SelectionRules = "fixed",
+    block_entries: int = BLOCK_ENTRIES,
 ) -> ConceptMasks:
     """Eq.3-6 for every concept. r2 = 0 uses the preset's paper value (Table 8).
 
@@ -261,6 +264,8 @@ def select_sensitive_neurons(
     one layer's |W| and statistics moved there at a time; masks come back to the CPU. The
     reference form takes the factorised path (`factorised`: each column of |W| sorted once per
     layer for all concepts), which gives the general path's masks bit for bit, on any device.
+    `block_entries` bounds the general path's working memory (entries formed at a time); masks do
+    not depend on it.
     """
     check_ratio("r1", r1)
     check_ratio("r2", r2, allow_zero=True)
@@ -277,11 +282,12 @@ def select_sensitive_neurons(
         abs_weight = record.abs_weights[layer.key].to(device)  # model dtype; fp32 one block at a time
         columns = None
         if method == "fia" and not FORMS[record.form].per_weight and abs_weight.shape[0] <= factorised.MAX_ROWS:
-            columns = factorised.SortedColumns(abs_weight)  # the model's: shared by every concept
+            columns = factorised.sorted_columns(layer.key, abs_weight)  # the model's: shared by every concept
         for concept in record.concepts:
             base = record.base_moments[record.concept_base[concept]][layer.key]
             stats = [m.to(device) for m in (record.concept_moments[concept][layer.key].mean, base.mean, base.std)]
-            rows, cols = _select_layer(abs_weight, columns, stats, record, method, r1, ratios[concept], rules)
+            rows, cols = _select_layer(abs_weight, columns, stats, record, method, r1, ratios[concept], rules,
+                                       block_entries)
             flat = rows * layer.in_features + cols + layer.neuron_columns.start
             selected[concept][layer.key] = compact_indices(flat, layer.out_features * layer.in_features).cpu()
         del columns, abs_weight
@@ -305,7 +311,7 @@ def selection_device(device: torch.device | str | None, model_device: str | None
 
 
 def _select_layer(abs_weight, columns, stats, record: SaliencyRecord, method: str, r1: float, r2: float,
-                  rules: SelectionRules) -> tuple[torch.Tensor, torch.Tensor]:
+                  rules: SelectionRules, block_entries: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq.3-6 (or ConceptPrune) for one concept in one layer: Q's (rows, columns)."""
     mean_c, mean_b, std_b = stats
     if method == "conceptprune":
@@ -317,7 +323,8 @@ def _select_layer(abs_weight, columns, stats, record: SaliencyRecord, method: st
             return found
     step_saliency = _step_saliency(abs_weight, mean_c, mean_b, std_b, FORMS[record.form].per_weight)
     shape = tuple(abs_weight.shape)
-    return spatial_selection(time_integrated_sensitivity(step_saliency, shape, record.recorded_steps, r1), r2, shape, rules)
+    sensitivity = time_integrated_sensitivity(step_saliency, shape, record.recorded_steps, r1, block_entries)
+    return spatial_selection(sensitivity, r2, shape, rules, block_entries)
 
 
 def compatibility_rules(compatibility: str | SelectionRules) -> SelectionRules:
