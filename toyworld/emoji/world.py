@@ -75,6 +75,17 @@ class EmojiWorld:
     def name(self, i: int) -> str:
         return self.concepts[i].name
 
+    def by_name(self, name: str) -> int:
+        """The concept a CLDR name names (names are unique), as an index into concepts."""
+        found = self._by_name.get(name.strip().lower())
+        if found is None:
+            raise KeyError(f"no emoji is named '{name}' (names are CLDR's, e.g. 'parachute', 'fuel pump')")
+        return found
+
+    @cached_property
+    def _by_name(self) -> dict[str, int]:
+        return {c.name: i for i, c in enumerate(self.concepts)}
+
     @cached_property
     def tags(self) -> dict[int, tuple[str, ...]]:
         """Each concept's tags that name it alone (no other emoji has them; not a word of its name)."""
