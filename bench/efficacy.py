@@ -7,7 +7,7 @@ preserve images against the base model with the same seeds, and the forget rate 
 forgotten word is replaced by its synonym (never used for saliency). Rows: base model, FIA
 (reference Eq.1), FIA with the exact Eq.1, plain-union fusion, ConceptPrune-style selection, and
 an r2/alpha sweep for 3 concepts. Every forget rate of a colour is read twice, by the evaluator
-and by the training-free colour rule (`toyworld.colour_rule`, `*_rule`), and `reader_disagreements`
+and by the training-free colour rule (`toyworld.shapes.colour_rule`, `*_rule`), and `reader_disagreements`
 names the colours where the two differ by more than 10 points; the base row adds the evaluator's
 accuracy per value. Writes out/bench/efficacy.json and out/bench/efficacy.md.
 """
@@ -27,8 +27,8 @@ common.setup()
 import torch  # noqa: E402
 
 from fia_engine import apply_mask  # noqa: E402
-from toyworld import forgetting as fg  # noqa: E402
-from toyworld.loader import DEFAULT_WEIGHTS, load_toyworld  # noqa: E402
+from toyworld.common.loader import DEFAULT_WEIGHTS, load_toyworld  # noqa: E402
+from toyworld.experiments import forgetting as fg  # noqa: E402
 
 CONCEPT_SETS = {3: ["red", "circle", "striped"], 6: ["red", "blue", "circle", "triangle", "striped", "dotted"]}
 CONFIGS = {

@@ -199,7 +199,7 @@ def test_template_reader_reads_clean_renders_and_empty_scenes(reader_world: Emoj
 
 @pytest.fixture(scope="module")
 def emoji_model():
-    from toyworld.loader import load_toyworld
+    from toyworld.common.loader import load_toyworld
 
     return load_toyworld(MODEL)
 

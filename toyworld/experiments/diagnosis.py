@@ -1,7 +1,7 @@
 """Why FIA at the paper's settings does or does not forget a ToyWorld concept: what Eq.2's
 contrast sees in each layer, and what removing it does.
 
-    python -m toyworld.diagnosis --out toyworld/reports/diagnosis.json
+    python -m toyworld.experiments.diagnosis --out toyworld/experiments/reports/diagnosis.json
 
 For each concept, from one saliency run at the paper's settings (`forgetting.SETTINGS`), per
 `ff.net.2` layer: how many neurons (input columns) have a positive contrast
@@ -34,9 +34,9 @@ import torch
 from fia_engine import apply_mask
 from fia_engine.core.masks import UnlearningMask
 
+from ..common.loader import DEFAULT_WEIGHTS, load_toyworld
 from . import forgetting as fg
 from .attribution import readout, zeroed
-from .loader import DEFAULT_WEIGHTS, load_toyworld
 
 CONCEPTS = ["red", "circle", "striped"]
 

@@ -1,7 +1,7 @@
 """The paper's layer ablation on ToyWorld: FIA on ff2 (its choice), ff1, cross-attention k/v and
 self-attention k/v, one colour, one shape and one background forgotten at once.
 
-    python -m toyworld.layer_ablation --out toyworld/reports/layer_ablation.json
+    python -m toyworld.experiments.layer_ablation --out toyworld/experiments/reports/layer_ablation.json
 
 Every kind gets the same saliency, selection and fusion at the paper's defaults (`forgetting.SETTINGS`),
 recorded on its own layers' inputs. Per kind: forget rate per concept (the evaluator's reading of
@@ -22,8 +22,8 @@ import torch
 from fia_engine import apply_mask
 from fia_engine.core.architectures import LAYER_KINDS
 
+from ..common.loader import DEFAULT_WEIGHTS, load_toyworld
 from . import forgetting as fg
-from .loader import DEFAULT_WEIGHTS, load_toyworld
 
 CONCEPTS = ["red", "circle", "striped"]
 

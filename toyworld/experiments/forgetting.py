@@ -34,10 +34,20 @@ from fia_engine import (
 from fia_engine.core.masks import UnlearningMask
 from fia_engine.core.record import SaliencyRecord
 
-from .colour_rule import read_colours
-from .evaluator import accuracy_per_value, classify
-from .loader import ToyWorld
-from .world import BACKGROUNDS, COLOUR_NAMES, SHAPES, SYNONYMS, WORD_KINDS, WORLD_VERSION, Label, prompt_for, without
+from ..common.loader import ToyWorld
+from ..shapes.colour_rule import read_colours
+from ..shapes.evaluator import accuracy_per_value, classify
+from ..shapes.world import (
+    BACKGROUNDS,
+    COLOUR_NAMES,
+    SHAPES,
+    SYNONYMS,
+    WORD_KINDS,
+    WORLD_VERSION,
+    Label,
+    prompt_for,
+    without,
+)
 
 KINDS = {"colour": COLOUR_NAMES, "shape": SHAPES, "background": BACKGROUNDS}
 ATTRIBUTE_INDEX = {"colour": 0, "shape": 1, "background": 2}

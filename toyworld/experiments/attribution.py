@@ -1,6 +1,6 @@
 """Which layers carry which ToyWorld concept: knock layers out and read the images.
 
-    python -m toyworld.attribution --concepts red circle striped --probes 16
+    python -m toyworld.experiments.attribution --concepts red circle striped --probes 16
 
 For each concept, prompts naming it are sampled with the base model, with one layer group
 zeroed at a time (every `ff.net.2` alone, all of them, every cross-attention value projection
@@ -21,9 +21,9 @@ import torch
 
 from fia_engine import apply_mask, layers_of_patcher
 
+from ..common.loader import load_toyworld
+from ..shapes.evaluator import classify
 from . import forgetting as fg
-from .evaluator import classify
-from .loader import load_toyworld
 
 
 def zeroed(patcher, keys: list[str]):

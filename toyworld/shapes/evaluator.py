@@ -17,7 +17,7 @@ from torch import nn
 
 from .world import VALUES
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "evaluator.safetensors"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "evaluator.safetensors"
 HEADS = VALUES
 
 

@@ -1,6 +1,6 @@
 """Forgetting one concept while keeping its nearest neighbour, with and without `keep`.
 
-    python -m toyworld.keep_report --probes 40 --out toyworld/reports/keep.json
+    python -m toyworld.experiments.keep_report --probes 40 --out toyworld/experiments/reports/keep.json
 
 For each (forget, keep) pair one saliency run records both concepts (shared base prompts); the
 mask is fused once without and once with the neighbour kept, at each r2. The evaluator reads how
@@ -17,8 +17,8 @@ from pathlib import Path
 
 from fia_engine import apply_mask, masks_from
 
+from ..common.loader import load_toyworld
 from . import forgetting as fg
-from .loader import load_toyworld
 
 PAIRS = (("red", "orange"), ("circle", "ring"))
 """A colour and its nearest colour, a shape and the most similar shape."""
