@@ -303,7 +303,7 @@ def test_efficacy_on_the_v3_model(toy) -> None:
     from toyworld.experiments.attribution import zeroed
 
     assert toy.world_version == 3
-    mask = fg.forget(toy, ["red"], dataclasses.replace(fg.SETTINGS, num_pairs=10))
+    mask = fg.unlearn(toy, ["red"], dataclasses.replace(fg.SETTINGS, num_pairs=10)).mask
     assert mask.pruned_count > 0 and all(layer.key.endswith("ff.net.2.weight") for layer in mask.layers)
     unlearned = apply_mask(toy.patcher, mask)
     probes, others = fg.forget_probes("red", 16, seed=31), fg.preserve_probes(["red"], 16, seed=32)
@@ -325,7 +325,7 @@ def test_diagnosis_cuts_whole_neurons_and_finds_contrast(toy) -> None:
     from toyworld.experiments import diagnosis
     from toyworld.experiments import forgetting as fg
 
-    record = fg.saliency(toy, ["circle"], dataclasses.replace(fg.SETTINGS, num_pairs=4))
+    record = fg.unlearn(toy, ["circle"], dataclasses.replace(fg.SETTINGS, num_pairs=4)).record
     neurons = diagnosis.positive_neurons(record, "circle")
     assert sum(cols.numel() for cols in neurons.values()) > 0
     mask = diagnosis.column_mask(record, neurons, "circle")
@@ -338,10 +338,10 @@ def test_diagnosis_cuts_whole_neurons_and_finds_contrast(toy) -> None:
 
 
 def test_toyworld_saliency_records_the_layer_kind_it_is_given(toy) -> None:
-    """forgetting.saliency passes the settings' layer kind to the engine (it used to drop it)."""
+    """The protocol passes the settings' layer kind to the engine (a wrapper of its own once dropped it)."""
     from toyworld.experiments import forgetting as fg
 
-    record = fg.saliency(toy, ["red"], dataclasses.replace(fg.SETTINGS, num_pairs=1, layer_kind="cross-attn kv"))
+    record = fg.unlearn(toy, ["red"], dataclasses.replace(fg.SETTINGS, num_pairs=1, layer_kind="cross-attn kv")).record
     assert {layer.kind for layer in record.layers} == {"cross-attn kv"}
     assert all(layer.module_path.endswith(("attn2.to_k", "attn2.to_v")) for layer in record.layers)
 
@@ -368,7 +368,7 @@ def test_evaluation_docs_state_what_the_committed_reports_hold():
 
 def test_the_engine_is_loaded_once_per_test_run(pack):
     """ToyWorld imports `fia_engine` by name and gets the pack's modules, not a second copy."""
-    from toyworld.experiments import forgetting
+    from toyworld.common import forgetting
 
     assert sys.modules["fia_engine"] is pack.fia_engine
-    assert forgetting.SaliencyRecord is pack.fia_engine.SaliencyRecord
+    assert forgetting.unlearning_mask is pack.fia_engine.unlearning_mask

@@ -136,10 +136,11 @@ def test_base_quality_reports_every_value_of_a_v3_model(v3_model) -> None:
 # --- forget-rate reports ----------------------------------------------------------------------
 
 def test_reader_disagreements_need_more_than_ten_points() -> None:
+    from toyworld.common.forgetting import reader_disagreements
     from toyworld.experiments import forgetting as fg
 
     rates = {"red": 0.45, "blue": 0.5, "circle": 0.9}
-    assert fg.reader_disagreements(rates, {"red": 0.35, "blue": 0.375}) == ["blue"]
+    assert reader_disagreements(rates, {"red": 0.35, "blue": 0.375}) == ["blue"]
     with pytest.raises(ValueError, match="colours only"):
         fg.rule_forget_rate(torch.zeros(1, 32, 32, 3), "circle")
 
@@ -151,11 +152,11 @@ REPORT_FIELDS = {"forget_rate", "forget_rate_per_concept", "forget_rate_per_conc
 def _check_rule_fields(row: dict, colours: list[str]) -> None:
     """The rule's rates are those of the colours alone, and the disagreements are what
     reader_disagreements (tested above on known rates) finds in them."""
-    from toyworld.experiments import forgetting as fg
+    from toyworld.common.forgetting import reader_disagreements
 
     rule, rates = row["forget_rate_per_concept_rule"], row["forget_rate_per_concept"]
     assert list(rule) == colours
-    assert row["reader_disagreements"] == fg.reader_disagreements(rates, rule)
+    assert row["reader_disagreements"] == reader_disagreements(rates, rule)
 
 
 @pytest.fixture(scope="module")

@@ -111,7 +111,7 @@ def main() -> None:
     world = load_toyworld(args.weights)
     started = time.perf_counter()
     settings = dataclasses.replace(fg.SETTINGS, r2=args.r2, layer_kind=args.layers)
-    mask = fg.forget(world, CONCEPTS, settings)
+    mask = fg.unlearn(world, CONCEPTS, settings).mask
     made = mask.settings
     r2 = made.per_concept[CONCEPTS[0]].r2
     seconds = time.perf_counter() - started

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fia_engine import apply_mask, masks_from
 
+from ..common.forgetting import GENERATION, write_report
 from ..common.loader import load_toyworld
 from . import forgetting as fg
 
@@ -32,7 +33,7 @@ def measure(world, forget: str, keep: str, probes: int, ratios: list[float]) -> 
         return {"forget_rate": fg.forget_rate(fg.generate(world, forget_probes, patcher), forget),
                 "kept_shown": fg.forget_rate(fg.generate(world, keep_probes, patcher), keep)}
 
-    record = fg.saliency(world, [forget, keep])
+    record = fg.unlearn(world, [forget, keep]).record
     result = {"base": rates(), "runs": []}
     for r2 in ratios:
         settings = dataclasses.replace(fg.SETTINGS, r2=r2)
@@ -54,9 +55,9 @@ def main() -> None:
     world = load_toyworld()
     start = time.perf_counter()
     report = {"model": world.world_version, "probes": args.probes, "settings": dataclasses.asdict(fg.SETTINGS),
-              "generation": fg.GENERATION,
+              "generation": GENERATION,
               "pairs": {f"{f} / keep {k}": measure(world, f, k, args.probes, args.r2) for f, k in PAIRS}}
-    fg.write_report(args.out, report, start)
+    write_report(args.out, report, start)
 
 
 if __name__ == "__main__":

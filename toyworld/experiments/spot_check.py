@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("out/spot_check"))
     args = parser.parse_args()
     world = load_toyworld(args.weights)
-    mask = fg.forget(world, CONCEPTS, dataclasses.replace(fg.SETTINGS, r2=args.r2, layer_kind=args.layers))
+    mask = fg.unlearn(world, CONCEPTS, dataclasses.replace(fg.SETTINGS, r2=args.r2, layer_kind=args.layers)).mask
     per = -(-args.images // (len(CONCEPTS) + 1))
     probes = [p for i, c in enumerate(CONCEPTS) for p in fg.forget_probes(c, per, seed=900 + i)]
     probes = (probes + fg.preserve_probes(CONCEPTS, per, seed=950))[: args.images]
