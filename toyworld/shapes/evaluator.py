@@ -46,6 +46,11 @@ class Evaluator(nn.Module):
         f = self.features(x)
         return {k: head(f) for k, head in self.heads.items()}
 
+    def read(self, images: torch.Tensor) -> list[tuple[str, str, str]]:
+        """(colour, shape, background) per image: `classify` with this network, so the evaluator is a
+        `common.readers.Reader` like the other readers."""
+        return classify(images, self)
+
 
 def label_indices(labels: list[tuple[str, str, str]]) -> dict[str, torch.Tensor]:
     return {
