@@ -372,3 +372,18 @@ def test_the_engine_is_loaded_once_per_test_run(pack):
 
     assert sys.modules["fia_engine"] is pack.fia_engine
     assert forgetting.unlearning_mask is pack.fia_engine.unlearning_mask
+
+
+def test_the_sdpa_commands_exist_and_are_read_off_the_command_line(monkeypatch):
+    """toyworld.SDPA_COMMANDS names modules that exist, and the module `python -m` is about to run
+    is read while its packages are imported (sys.argv[0] is "-m" until runpy has found it)."""
+    import importlib.util
+
+    import toyworld
+
+    assert all(importlib.util.find_spec(name) for name in toyworld.SDPA_COMMANDS)
+    monkeypatch.setattr(sys, "orig_argv", ["python", "-X", "utf8", "-m", "toyworld.shapes.train", "--minutes", "1"])
+    monkeypatch.setattr(sys, "argv", ["-m", "--minutes", "1"])
+    assert toyworld.running_command() == "toyworld.shapes.train"
+    monkeypatch.setattr(sys, "argv", ["/repo/toyworld/shapes/train.py", "--minutes", "1"])
+    assert toyworld.running_command() is None
