@@ -26,7 +26,7 @@ unit: env
 	$(PY) -m pytest -q -m "not slow and not toyworld and not server and not browser"
 
 demo: env
-	$(PY) -m toyworld.demo
+	$(PY) -m toyworld.experiments.demo
 
 # workflows/<name>.jpg, the template browser's pictures: each graph in the newest frontend (re-run after editing one)
 thumbnails: env browser-env

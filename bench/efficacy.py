@@ -7,7 +7,7 @@ preserve images against the base model with the same seeds, and the forget rate 
 forgotten word is replaced by its synonym (never used for saliency). Rows: base model, FIA
 (reference Eq.1), FIA with the exact Eq.1, plain-union fusion, ConceptPrune-style selection, and
 an r2/alpha sweep for 3 concepts. Every forget rate of a colour is read twice, by the evaluator
-and by the training-free colour rule (`toyworld.colour_rule`, `*_rule`), and `reader_disagreements`
+and by the training-free colour rule (`toyworld.shapes.colour_rule`, `*_rule`), and `reader_disagreements`
 names the colours where the two differ by more than 10 points; the base row adds the evaluator's
 accuracy per value. Writes out/bench/efficacy.json and out/bench/efficacy.md.
 """
@@ -26,9 +26,10 @@ common.setup()
 
 import torch  # noqa: E402
 
-from fia_engine import apply_mask  # noqa: E402
-from toyworld import forgetting as fg  # noqa: E402
-from toyworld.loader import DEFAULT_WEIGHTS, load_toyworld  # noqa: E402
+from fia_engine import apply_mask, masks_from  # noqa: E402
+from toyworld.common.forgetting import GENERATION, harmonic_overall  # noqa: E402
+from toyworld.common.loader import DEFAULT_WEIGHTS, load_toyworld  # noqa: E402
+from toyworld.experiments import forgetting as fg  # noqa: E402
 
 CONCEPT_SETS = {3: ["red", "circle", "striped"], 6: ["red", "blue", "circle", "triangle", "striped", "dotted"]}
 CONFIGS = {
@@ -69,7 +70,7 @@ class Probes:
             "synonym_forget_rate_per_concept_rule": synonym["forget_rate_per_concept_rule"],
             "synonym_reader_disagreements": synonym["reader_disagreements"],
             "preserve_accuracy": accuracy["mean"], "preserve_accuracy_per_attribute": accuracy,
-            "overall": fg.harmonic_overall(forget_mean, accuracy["mean"]),
+            "overall": harmonic_overall(forget_mean, accuracy["mean"]),
             "preserve_pixel_change": float((images - self.base_preserve_images).abs().mean()),
         }
 
@@ -111,8 +112,9 @@ def run_set(world, concepts: list[str], args, configs: dict[str, dict], save) ->
         settings = dataclasses.replace(fg.SETTINGS, num_pairs=args.pairs, **overrides)
         started = time.perf_counter()
         if settings.form not in records:
-            records[settings.form] = fg.saliency(world, concepts, settings)
-        masks, mask = fg.mask_from(records[settings.form], settings)
+            records[settings.form] = fg.unlearn(world, concepts, settings).record
+        selected = masks_from(records[settings.form], settings)
+        masks, mask = selected.concept_masks, selected.mask
         seconds = time.perf_counter() - started
         row = probes.measure(apply_mask(world.patcher, mask))
         row |= {"concepts": concepts, "settings": dataclasses.asdict(settings),
@@ -164,7 +166,7 @@ def main() -> None:
         args.per_concept, args.preserve, args.pairs, args.sets = 2, 2, 2, [3]
     torch.manual_seed(0)
     world = load_toyworld(args.weights)
-    result = {"machine": common.machine(), "protocol": vars(args) | {"generation": fg.GENERATION}}
+    result = {"machine": common.machine(), "protocol": vars(args) | {"generation": GENERATION}}
     previous = common.OUT / "efficacy.json"
     if args.keep and previous.exists():
         kept = json.loads(previous.read_text())

@@ -84,8 +84,8 @@ class Subject:
 
 def small_subject(quick: bool = False) -> Subject:
     if TOYWORLD_WEIGHTS.exists() and not quick:
-        from toyworld import forgetting
-        from toyworld.loader import load_toyworld
+        from toyworld.common.loader import load_toyworld
+        from toyworld.experiments import forgetting
 
         world = load_toyworld(TOYWORLD_WEIGHTS)
         return Subject("ToyWorld", world.patcher, world.encode, lambda c, n: forgetting.concept_pairs(c, n),

@@ -150,7 +150,7 @@ def tables() -> dict[str, str]:
 
 def main() -> None:
     sys.path.insert(0, str(REPO))
-    from toyworld import doc_tables
+    from devkit import doc_tables
 
     doc_tables.DOC.write_text(doc_tables.render(doc_tables.DOC.read_text(), tables()))
     print(f"rewrote the performance tables of {doc_tables.DOC}")

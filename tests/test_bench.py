@@ -61,7 +61,7 @@ def test_performance_docs_state_what_the_committed_reports_hold():
     sys.path.insert(0, str(BENCH))
     import report_tables
 
-    from toyworld import doc_tables
+    from devkit import doc_tables
 
     text = doc_tables.DOC.read_text()
     rendered = report_tables.tables()

@@ -195,11 +195,29 @@ def test_template_reader_reads_clean_renders_and_empty_scenes(reader_world: Emoj
     assert torch.isinf(template.placed_scores(empty, torch.arange(3))).all()
 
 
+def test_every_reader_of_both_worlds_is_a_reader(reader, reader_world: EmojiWorld) -> None:
+    """common.readers.Reader: each world's two readers read a batch, whatever form a reading takes."""
+    from toyworld.common.readers import Reader
+    from toyworld.emoji.readers import TemplateReader
+    from toyworld.shapes import world as shapes
+    from toyworld.shapes.colour_rule import ColourRule
+    from toyworld.shapes.evaluator import load_evaluator
+
+    shape_images = shapes.batch(5, 3)[0]
+    emoji_images = _held_out(reader_world, 0.0, 3)[0]
+    template = TemplateReader(reader_world, reader_world.trained[:8])
+    for one, images in ((load_evaluator(), shape_images), (ColourRule(), shape_images),
+                        (reader, emoji_images), (template, emoji_images)):
+        assert isinstance(one, Reader), one
+        reading = one.read(images)
+        assert len(reading[0] if isinstance(reading, tuple) else reading) == 3, one
+
+
 # --- the model through ComfyUI --------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def emoji_model():
-    from toyworld.loader import load_toyworld
+    from toyworld.common.loader import load_toyworld
 
     return load_toyworld(MODEL)
 

@@ -14,7 +14,7 @@ from devkit.comfy_env import setup_comfy
 
 setup_comfy(os.environ.get("COMFYUI_PATH") or Path(__file__).parents[1] / ".comfyui/ComfyUI")
 
-from toyworld import text, world  # noqa: E402
+from toyworld.shapes import text, world  # noqa: E402
 
 WEIGHTS = Path(__file__).parents[1] / "toyworld" / "weights"
 pytestmark = pytest.mark.toyworld
@@ -86,7 +86,7 @@ def test_render_background_labels() -> None:
 
 
 def test_word_kinds_cover_the_vocabulary_and_concepts_are_canonical() -> None:
-    from toyworld import forgetting
+    from toyworld.experiments import forgetting
 
     assert set(world.WORD_KINDS) == set(world.VOCAB) - set(world.FILLER_WORDS)
     assert world.WORD_KINDS["crimson"] == "colour" and world.WORD_KINDS["donut"] == "shape"
@@ -153,7 +153,7 @@ def test_piece_tokens_need_both_pieces_to_name_a_word() -> None:
 # --- evaluator ------------------------------------------------------------------------------
 
 def test_evaluator_accuracy_floor() -> None:
-    from toyworld.evaluator import DEFAULT_WEIGHTS, accuracy, classify, load_evaluator
+    from toyworld.shapes.evaluator import DEFAULT_WEIGHTS, accuracy, classify, load_evaluator
 
     if not DEFAULT_WEIGHTS.exists():
         pytest.skip("evaluator weights not trained yet")
@@ -165,7 +165,7 @@ def test_evaluator_accuracy_floor() -> None:
 # --- ComfyUI model --------------------------------------------------------------------------
 
 def test_latent_roundtrip_and_format() -> None:
-    from toyworld import model
+    from toyworld.common import model
 
     images, _, _ = world.batch(1, 4)
     lat = model.image_to_latent(images)
@@ -179,7 +179,7 @@ def test_latent_roundtrip_and_format() -> None:
 def test_v3_unet_sees_channel_means_and_keeps_the_sd15_layout() -> None:
     """v3: every GroupNorm group holds two or more channels (v2: one, which hid every latent
     channel's mean), 16 ff.net.2 layers, weights within 40 MB as float16, a 4x4 latent."""
-    from toyworld import model
+    from toyworld.common import model
 
     def unet(config):
         return model.build_model(unet_config=config).diffusion_model
@@ -201,13 +201,15 @@ def test_v3_unet_sees_channel_means_and_keeps_the_sd15_layout() -> None:
 
 def test_loader_builds_the_model_its_metadata_names(tmp_path) -> None:
     """A v3 file (here seeded random weights) loads as v3: world 3, 48x8x8 latent, samples."""
-    from toyworld import model, train
-    from toyworld.loader import load_toyworld
+    from toyworld.common import model
+    from toyworld.common.loader import load_toyworld
+    from toyworld.common.training import save_weights
+    from toyworld.shapes.train import model_metadata
 
     unet = model.build_model(unet_config=model.UNET_CONFIG_V3).diffusion_model
     model.init_weights(unet, 0)
-    meta = train.model_metadata(3, model.UNET_CONFIG_V3, text.ToyTextEncoder(pieces=2))
-    train.save_weights(tmp_path / "v3.safetensors", dict(unet.named_parameters()), meta)
+    meta = model_metadata(3, model.UNET_CONFIG_V3, text.ToyTextEncoder(pieces=2))
+    save_weights(tmp_path / "v3.safetensors", dict(unet.named_parameters()), meta)
     toy = load_toyworld(tmp_path / "v3.safetensors")
     assert toy.world_version == 3 and toy.encoder.pieces == 2
     assert toy.empty_latent(2).shape == (2, 48, 8, 8)
@@ -217,7 +219,7 @@ def test_loader_builds_the_model_its_metadata_names(tmp_path) -> None:
 
 @pytest.fixture(scope="module")
 def toy():
-    from toyworld.loader import DEFAULT_WEIGHTS, load_toyworld
+    from toyworld.common.loader import DEFAULT_WEIGHTS, load_toyworld
 
     if not DEFAULT_WEIGHTS.exists():
         pytest.skip("toyworld weights not trained yet")
@@ -277,7 +279,7 @@ def test_sampling_ignores_the_starting_noise_channel_means(toy) -> None:
 
 
 def test_attribution_knockouts_change_only_the_clone(toy) -> None:
-    from toyworld import attribution
+    from toyworld.experiments import attribution
 
     groups = attribution.knockouts(toy.patcher)
     assert groups["none (base model)"] == [] and len(groups["all ff.net.2"]) == 16
@@ -297,11 +299,11 @@ def test_efficacy_on_the_v3_model(toy) -> None:
     where the model loses the concept: with every `ff.net.2` zeroed both readers see red drop
     (measured 96% -> 21% on 24 prompts)."""
     from fia_engine import apply_mask
-    from toyworld import forgetting as fg
-    from toyworld.attribution import zeroed
+    from toyworld.experiments import forgetting as fg
+    from toyworld.experiments.attribution import zeroed
 
     assert toy.world_version == 3
-    mask = fg.forget(toy, ["red"], dataclasses.replace(fg.SETTINGS, num_pairs=10))
+    mask = fg.unlearn(toy, ["red"], dataclasses.replace(fg.SETTINGS, num_pairs=10)).mask
     assert mask.pruned_count > 0 and all(layer.key.endswith("ff.net.2.weight") for layer in mask.layers)
     unlearned = apply_mask(toy.patcher, mask)
     probes, others = fg.forget_probes("red", 16, seed=31), fg.preserve_probes(["red"], 16, seed=32)
@@ -320,10 +322,10 @@ def test_efficacy_on_the_v3_model(toy) -> None:
 
 
 def test_diagnosis_cuts_whole_neurons_and_finds_contrast(toy) -> None:
-    from toyworld import diagnosis
-    from toyworld import forgetting as fg
+    from toyworld.experiments import diagnosis
+    from toyworld.experiments import forgetting as fg
 
-    record = fg.saliency(toy, ["circle"], dataclasses.replace(fg.SETTINGS, num_pairs=4))
+    record = fg.unlearn(toy, ["circle"], dataclasses.replace(fg.SETTINGS, num_pairs=4)).record
     neurons = diagnosis.positive_neurons(record, "circle")
     assert sum(cols.numel() for cols in neurons.values()) > 0
     mask = diagnosis.column_mask(record, neurons, "circle")
@@ -336,16 +338,16 @@ def test_diagnosis_cuts_whole_neurons_and_finds_contrast(toy) -> None:
 
 
 def test_toyworld_saliency_records_the_layer_kind_it_is_given(toy) -> None:
-    """forgetting.saliency passes the settings' layer kind to the engine (it used to drop it)."""
-    from toyworld import forgetting as fg
+    """The protocol passes the settings' layer kind to the engine (a wrapper of its own once dropped it)."""
+    from toyworld.experiments import forgetting as fg
 
-    record = fg.saliency(toy, ["red"], dataclasses.replace(fg.SETTINGS, num_pairs=1, layer_kind="cross-attn kv"))
+    record = fg.unlearn(toy, ["red"], dataclasses.replace(fg.SETTINGS, num_pairs=1, layer_kind="cross-attn kv")).record
     assert {layer.kind for layer in record.layers} == {"cross-attn kv"}
     assert all(layer.module_path.endswith(("attn2.to_k", "attn2.to_v")) for layer in record.layers)
 
 
 def test_layer_inputs_are_the_first_calls_of_sampling(toy) -> None:
-    from toyworld import diagnosis
+    from toyworld.experiments import diagnosis
 
     path = "output_blocks.11.1.transformer_blocks.0.ff.net.2"
     x = diagnosis.layer_inputs(toy, path, ["a red circle", "a striped background"], [1, 1], calls=3)
@@ -356,8 +358,8 @@ def test_layer_inputs_are_the_first_calls_of_sampling(toy) -> None:
 
 
 def test_evaluation_docs_state_what_the_committed_reports_hold():
-    """docs/evaluation.md's tables are rendered from toyworld/reports (python -m toyworld.doc_tables)."""
-    from toyworld import doc_tables
+    """docs/evaluation.md's tables are rendered from toyworld/experiments/reports (python -m devkit.doc_tables)."""
+    from devkit import doc_tables
 
     text = doc_tables.DOC.read_text()
     assert doc_tables.render(text, doc_tables.tables()) == text
@@ -366,7 +368,22 @@ def test_evaluation_docs_state_what_the_committed_reports_hold():
 
 def test_the_engine_is_loaded_once_per_test_run(pack):
     """ToyWorld imports `fia_engine` by name and gets the pack's modules, not a second copy."""
-    from toyworld import forgetting
+    from toyworld.common import forgetting
 
     assert sys.modules["fia_engine"] is pack.fia_engine
-    assert forgetting.SaliencyRecord is pack.fia_engine.SaliencyRecord
+    assert forgetting.unlearning_mask is pack.fia_engine.unlearning_mask
+
+
+def test_the_sdpa_commands_exist_and_are_read_off_the_command_line(monkeypatch):
+    """toyworld.SDPA_COMMANDS names modules that exist, and the module `python -m` is about to run
+    is read while its packages are imported (sys.argv[0] is "-m" until runpy has found it)."""
+    import importlib.util
+
+    import toyworld
+
+    assert all(importlib.util.find_spec(name) for name in toyworld.SDPA_COMMANDS)
+    monkeypatch.setattr(sys, "orig_argv", ["python", "-X", "utf8", "-m", "toyworld.shapes.train", "--minutes", "1"])
+    monkeypatch.setattr(sys, "argv", ["-m", "--minutes", "1"])
+    assert toyworld.running_command() == "toyworld.shapes.train"
+    monkeypatch.setattr(sys, "argv", ["/repo/toyworld/shapes/train.py", "--minutes", "1"])
+    assert toyworld.running_command() is None

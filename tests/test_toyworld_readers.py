@@ -18,8 +18,8 @@ from devkit.comfy_env import setup_comfy
 
 setup_comfy(os.environ.get("COMFYUI_PATH") or Path(__file__).parents[1] / ".comfyui/ComfyUI")
 
-from toyworld import world  # noqa: E402
-from toyworld.world import NEUTRAL_COLOUR, NO_SHAPE, PLAIN_BACKGROUND  # noqa: E402
+from toyworld.shapes import world  # noqa: E402
+from toyworld.shapes.world import NEUTRAL_COLOUR, NO_SHAPE, PLAIN_BACKGROUND  # noqa: E402
 
 REPO = Path(__file__).parents[1]
 pytestmark = pytest.mark.toyworld
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.toyworld
 # --- colour rule ----------------------------------------------------------------------------
 
 def _rule_rates(images: torch.Tensor, colours: list[str]) -> dict[str, float]:
-    from toyworld.colour_rule import read_colours
+    from toyworld.shapes.colour_rule import read_colours
 
     read = read_colours(images)
     rates = {"all": sum(r == c for r, c in zip(read, colours)) / len(colours)}
@@ -42,7 +42,7 @@ def _rule_rates(images: torch.Tensor, colours: list[str]) -> dict[str, float]:
 def test_colour_rule_reads_clean_and_degraded_renders() -> None:
     """Measured on these 600 renders (the evaluator tests' seed stream): 100 % clean and 100 %
     degraded by `augment` (seed 7), every value; the floors leave a margin."""
-    from toyworld.train_evaluator import augment
+    from toyworld.shapes.train_evaluator import augment
 
     images, _, labels = world.batch(31_415_926, 600)
     colours = [lab.colour for lab in labels]
@@ -54,7 +54,7 @@ def test_colour_rule_reads_clean_and_degraded_renders() -> None:
 def test_colour_rule_ignores_a_background_cast() -> None:
     """A tint over the whole image (the v2 model's blue-tinted backgrounds) is white-balanced away:
     a white shape stays white, a yellow one yellow, a shapeless scene has no colour."""
-    from toyworld.colour_rule import read_colours
+    from toyworld.shapes.colour_rule import read_colours
 
     scenes = [world.Label(NEUTRAL_COLOUR, "square", "gray"), world.Label("yellow", "ring", "checkered"),
               world.Label(NO_SHAPE, NO_SHAPE, "striped")]
@@ -66,7 +66,7 @@ def test_colour_rule_ignores_a_background_cast() -> None:
 # --- accuracy per value and the base-quality prompt set -------------------------------------
 
 def test_accuracy_per_value_covers_absent_values() -> None:
-    from toyworld.evaluator import accuracy_per_value, classify
+    from toyworld.shapes.evaluator import accuracy_per_value, classify
 
     truth = [lab.as_tuple() for lab in world.all_scenes()]
     read = accuracy_per_value(classify(torch.stack([world.render(world.Label(*t), i) for i, t in enumerate(truth)])),
@@ -82,7 +82,7 @@ def test_accuracy_per_value_covers_absent_values() -> None:
 
 
 def test_base_quality_prompt_set_covers_left_out_attributes() -> None:
-    from toyworld.report import prompt_set
+    from toyworld.experiments.report import prompt_set
 
     v3, v2 = prompt_set(2), prompt_set(2, world_version=2)
     assert len(v3.prompts) == 430 and len(v2.prompts) == 300
@@ -106,13 +106,13 @@ def test_base_quality_prompt_set_covers_left_out_attributes() -> None:
 @pytest.fixture(scope="module")
 def v3_model():
     """The committed v3 model."""
-    from toyworld.loader import V3_WEIGHTS, load_toyworld
+    from toyworld.common.loader import V3_WEIGHTS, load_toyworld
 
     return load_toyworld(V3_WEIGHTS)
 
 
 def test_base_quality_reports_every_value_of_a_v3_model(v3_model) -> None:
-    from toyworld.report import evaluate, prompt_set
+    from toyworld.experiments.report import evaluate, prompt_set
 
     full = prompt_set(1)
     # one scene per kind of prompt: all three named, no colour, no background, neither, no shape
@@ -136,10 +136,11 @@ def test_base_quality_reports_every_value_of_a_v3_model(v3_model) -> None:
 # --- forget-rate reports ----------------------------------------------------------------------
 
 def test_reader_disagreements_need_more_than_ten_points() -> None:
-    from toyworld import forgetting as fg
+    from toyworld.common.forgetting import reader_disagreements
+    from toyworld.experiments import forgetting as fg
 
     rates = {"red": 0.45, "blue": 0.5, "circle": 0.9}
-    assert fg.reader_disagreements(rates, {"red": 0.35, "blue": 0.375}) == ["blue"]
+    assert reader_disagreements(rates, {"red": 0.35, "blue": 0.375}) == ["blue"]
     with pytest.raises(ValueError, match="colours only"):
         fg.rule_forget_rate(torch.zeros(1, 32, 32, 3), "circle")
 
@@ -151,16 +152,16 @@ REPORT_FIELDS = {"forget_rate", "forget_rate_per_concept", "forget_rate_per_conc
 def _check_rule_fields(row: dict, colours: list[str]) -> None:
     """The rule's rates are those of the colours alone, and the disagreements are what
     reader_disagreements (tested above on known rates) finds in them."""
-    from toyworld import forgetting as fg
+    from toyworld.common.forgetting import reader_disagreements
 
     rule, rates = row["forget_rate_per_concept_rule"], row["forget_rate_per_concept"]
     assert list(rule) == colours
-    assert row["reader_disagreements"] == fg.reader_disagreements(rates, rule)
+    assert row["reader_disagreements"] == reader_disagreements(rates, rule)
 
 
 @pytest.fixture(scope="module")
 def toy():
-    from toyworld.loader import load_toyworld
+    from toyworld.common.loader import load_toyworld
 
     return load_toyworld()
 
@@ -195,8 +196,8 @@ def test_efficacy_rows_read_colours_twice(toy, monkeypatch) -> None:
 
 
 def test_demo_rates_read_colours_twice(toy) -> None:
-    """toyworld.demo's rates with every feed-forward output zeroed as the 'unlearned' model."""
-    from toyworld import attribution, demo
+    """toyworld.experiments.demo's rates with every feed-forward output zeroed as the 'unlearned' model."""
+    from toyworld.experiments import attribution, demo
 
     knocked = attribution.zeroed(toy.patcher, attribution.knockouts(toy.patcher)["all ff.net.2"])
     rates = demo.rates(toy, knocked, ["red", "striped"], per_concept=2)
@@ -206,7 +207,7 @@ def test_demo_rates_read_colours_twice(toy) -> None:
                             "forget_rate_per_concept_rule": rates["forget_rate_per_concept_rule"][when],
                             "reader_disagreements": rates["reader_disagreements"][when]}, ["red"])
     assert rates["base"]["attribute_accuracy"]["mean"] == rates["preserve_accuracy"]["before"]
-    from toyworld import forgetting as fg
+    from toyworld.experiments import forgetting as fg
 
     keep = fg.preserve_probes(["red", "striped"], 4, seed=200)  # demo.rates' preserve prompts
     assert rates["preserve_accuracy"]["after"] == fg.attribute_accuracy(fg.generate(toy, keep, knocked), keep)["mean"]

@@ -14,8 +14,8 @@ from devkit.comfy_env import setup_comfy
 
 setup_comfy(os.environ.get("COMFYUI_PATH") or Path(__file__).parents[1] / ".comfyui/ComfyUI")
 
-from toyworld import world  # noqa: E402
-from toyworld.world import NEUTRAL_COLOUR, NO_SHAPE, PLAIN_BACKGROUND, Label  # noqa: E402
+from toyworld.shapes import world  # noqa: E402
+from toyworld.shapes.world import NEUTRAL_COLOUR, NO_SHAPE, PLAIN_BACKGROUND, Label  # noqa: E402
 
 pytestmark = pytest.mark.toyworld
 
@@ -93,7 +93,7 @@ def test_version_2_batches_keep_their_random_values() -> None:
 
 
 def test_concept_pairs_contrast_presence_with_absence() -> None:
-    from toyworld import forgetting as fg
+    from toyworld.experiments import forgetting as fg
 
     for concept, base_of in (("red", lambda c, s, b: f"a {s} on a {b} background"),
                              ("circle", lambda c, s, b: f"a {b} background"),
@@ -117,7 +117,7 @@ def test_concept_pairs_contrast_presence_with_absence() -> None:
 @pytest.fixture(scope="module")
 def held_out():
     """600 renders from a seed stream no training or held-out set used, with every value."""
-    from toyworld.evaluator import DEFAULT_WEIGHTS
+    from toyworld.shapes.evaluator import DEFAULT_WEIGHTS
 
     if not DEFAULT_WEIGHTS.exists():
         pytest.skip("evaluator weights not trained yet")
@@ -126,7 +126,7 @@ def held_out():
 
 
 def _floors(images: torch.Tensor, truth: list[tuple[str, str, str]]) -> dict[str, float]:
-    from toyworld.evaluator import accuracy, classify
+    from toyworld.shapes.evaluator import accuracy, classify
 
     predicted = classify(images)
     acc = accuracy(predicted, truth)
@@ -144,7 +144,7 @@ def test_evaluator_reads_held_out_renders(held_out) -> None:
 
 def test_evaluator_reads_degraded_renders(held_out) -> None:
     """Noise, impulse noise, blur, gain and colour casts, as generated samples have them."""
-    from toyworld.train_evaluator import augment
+    from toyworld.shapes.train_evaluator import augment
 
     images, truth = held_out
     acc = _floors(augment(images, torch.Generator().manual_seed(7)), truth)

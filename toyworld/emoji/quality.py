@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from ..loader import ToyWorld, load_toyworld, read_metadata
+from ..common.loader import ToyWorld, load_toyworld, read_metadata
 from .data import SIZE, STYLES, load_renders
 from .readers import NetReader, TemplateReader, load_reader, read_place
 from .world import ALONE_TEMPLATE, IMAGENETTE, NAMED_STYLES, EmojiWorld, Scene

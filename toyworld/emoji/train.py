@@ -1,4 +1,4 @@
-"""Seeded training of the EmojiWorld UNet with the shared loop of toyworld.train; the commands
+"""Seeded training of the EmojiWorld UNet with the shared loop of toyworld.common.training; the commands
 and the measured step times are in toyworld/emoji/README.md.
 
 The UNet is ComfyUI's SD1.5 layout (16 `ff.net.2` GEGLU feed-forward layers, cross-attention on
@@ -15,8 +15,8 @@ import json
 
 import torch
 
-from .. import model as tw_model
-from .. import train as shared
+from ..common import model as tw_model
+from ..common import training as shared
 from .data import load_renders
 from .text import EmojiTextEncoder
 from .world import EmojiWorld, concept_subset

@@ -1,6 +1,6 @@
 """Which layers carry which ToyWorld concept: knock layers out and read the images.
 
-    python -m toyworld.attribution --concepts red circle striped --probes 16
+    python -m toyworld.experiments.attribution --concepts red circle striped --probes 16
 
 For each concept, prompts naming it are sampled with the base model, with one layer group
 zeroed at a time (every `ff.net.2` alone, all of them, every cross-attention value projection
@@ -19,11 +19,12 @@ from pathlib import Path
 
 import torch
 
-from fia_engine import apply_mask, layers_of_patcher
+from fia_engine import apply_mask, layers_of_patcher, masks_from
 
+from ..common.forgetting import GENERATION
+from ..common.loader import load_toyworld
+from ..shapes.evaluator import classify
 from . import forgetting as fg
-from .evaluator import classify
-from .loader import load_toyworld
 
 
 def zeroed(patcher, keys: list[str]):
@@ -70,15 +71,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     world = load_toyworld(args.weights) if args.weights else load_toyworld()
     groups = knockouts(world.patcher, single_layers=not args.no_single_layers)
-    result = {"settings": {"probes": args.probes, **fg.GENERATION}, "concepts": {}}
+    result = {"settings": {"probes": args.probes, **GENERATION}, "concepts": {}}
     for i, concept in enumerate(args.concepts):
         probes = fg.forget_probes(concept, args.probes, seed=500 + i)
         rows = {}
         candidates = {name: zeroed(world.patcher, keys) for name, keys in groups.items()}
         if args.r2:
-            record = fg.saliency(world, [concept], fg.SETTINGS)
+            record = fg.unlearn(world, [concept]).record
             for r2 in args.r2:
-                _, mask = fg.mask_from(record, dataclasses.replace(fg.SETTINGS, r2=r2))
+                mask = masks_from(record, dataclasses.replace(fg.SETTINGS, r2=r2)).mask
                 candidates[f"FIA r2={r2} ({mask.sparsity:.2%} pruned)"] = apply_mask(world.patcher, mask)
         for name, patcher in candidates.items():
             rows[name] = readout(fg.generate(world, probes, patcher), probes, concept)

@@ -1,4 +1,5 @@
-"""FIA on ToyWorld: prompt pairs per attribute, and the paper's forget/preserve protocol in miniature.
+"""FIA on the shapes world: prompt pairs per attribute, and the paper's forget/preserve protocol in
+miniature (its shared half, the engine call and the scores, is `toyworld.common.forgetting`).
 
 A concept is one attribute value: a colour ("red"), a shape ("circle") or a background
 ("striped"). Its pair contrasts a prompt naming it with the same scene without it, as the
@@ -12,38 +13,35 @@ striped background"), whose image showed a random value of the attribute.
 
 from __future__ import annotations
 
-import json
+import functools
 import random
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from fia_engine import (
-    ConceptMasks,
-    MethodSettings,
-    PromptPair,
-    PromptPreset,
-    SamplingSettings,
-    compute_saliency,
-    masks_from,
-    paper,
-    unlearning_mask,
-)
-from fia_engine.core.masks import UnlearningMask
-from fia_engine.core.record import SaliencyRecord
+from fia_engine import MethodResult, MethodSettings, PromptPair, PromptPreset, SamplingSettings, paper
+from fia_engine.host.saliency import Progress
 
-from .colour_rule import read_colours
-from .evaluator import accuracy_per_value, classify
-from .loader import ToyWorld
-from .world import BACKGROUNDS, COLOUR_NAMES, SHAPES, SYNONYMS, WORD_KINDS, WORLD_VERSION, Label, prompt_for, without
+from ..common import forgetting as shared
+from ..common.loader import ToyWorld
+from ..shapes.colour_rule import read_colours
+from ..shapes.evaluator import accuracy_per_value, classify
+from ..shapes.world import (
+    BACKGROUNDS,
+    COLOUR_NAMES,
+    SHAPES,
+    SYNONYMS,
+    WORD_KINDS,
+    WORLD_VERSION,
+    Label,
+    prompt_for,
+    without,
+)
 
 KINDS = {"colour": COLOUR_NAMES, "shape": SHAPES, "background": BACKGROUNDS}
 ATTRIBUTE_INDEX = {"colour": 0, "shape": 1, "background": 2}
 RECORDING = SamplingSettings(steps=25, recorded_steps=10, cfg=7.5, sampler_name="ddim", scheduler="normal",
                              width=32, height=32, prompts_per_batch=8)
-GENERATION = dict(steps=25, cfg=7.5, sampler="ddim", scheduler="normal")
 PRESET = PromptPreset("toyworld", (), (), ())  # no task row in the paper: its general values (r2 0.01)
 SETTINGS = MethodSettings(num_pairs=30, sampling=RECORDING)
 """The paper's values (r1 0.05, r2 0.01, alpha 0.6, seed 1244), 30 pairs, ToyWorld's recording."""
@@ -90,32 +88,16 @@ def concept_pairs(concept: str, num_pairs: int = 30, seed: int = paper.GENERAL.s
     return pairs
 
 
-def saliency(world: ToyWorld, concepts: list[str], settings: MethodSettings = SETTINGS, progress=None) -> SaliencyRecord:
-    """One saliency run for ToyWorld concepts of any kinds (one base set per kind)."""
-    return compute_saliency(
-        world.patcher, world.encode, concepts, PRESET, num_pairs=settings.num_pairs, seed=seed_of(settings),
-        settings=settings.sampling, form=settings.form, progress=progress, pairs=pairs_for(world, concepts, settings),
-        layer_kind=settings.layer_kind,
-    )
+def pairs_of(world: ToyWorld) -> shared.PairsOf:
+    """The pairs of the model's own world version (a v2 model's base prompts only drop the word)."""
+    return functools.partial(concept_pairs, world_version=world.world_version)
 
 
-def mask_from(record: SaliencyRecord, settings: MethodSettings = SETTINGS) -> tuple[ConceptMasks, UnlearningMask]:
-    result = masks_from(record, settings)
-    return result.concept_masks, result.mask
-
-
-def forget(world: ToyWorld, concepts: list[str], settings: MethodSettings = SETTINGS, progress=None) -> UnlearningMask:
-    """Saliency -> selection -> fusion through the engine's one entry, with the paper's defaults."""
-    return unlearning_mask(world.patcher, world.encode, concepts, PRESET, settings=settings, progress=progress,
-                           pairs=pairs_for(world, concepts, settings)).mask
-
-
-def seed_of(settings: MethodSettings) -> int:
-    return PRESET.paper.seed if settings.seed is None else settings.seed
-
-
-def pairs_for(world: ToyWorld, concepts: list[str], settings: MethodSettings) -> dict[str, list[PromptPair]]:
-    return {c: concept_pairs(c, settings.num_pairs, seed_of(settings), world.world_version) for c in concepts}
+def unlearn(world: ToyWorld, concepts: list[str], settings: MethodSettings = SETTINGS,
+            progress: Progress | None = None) -> MethodResult:
+    """FIA on ToyWorld concepts of any kinds (one base set per kind), the paper's values by default:
+    the shared protocol with this world's preset and pairs (`.record`, `.concept_masks`, `.mask`)."""
+    return shared.unlearn(world, concepts, PRESET, pairs_of(world), settings, progress)
 
 
 @dataclass(frozen=True)
@@ -151,7 +133,7 @@ def preserve_probes(forgotten: list[str], count: int, seed: int) -> list[Probe]:
 
 
 def generate(world: ToyWorld, probes: list[Probe], patcher=None) -> torch.Tensor:
-    return world.generate([p.prompt for p in probes], [p.seed for p in probes], patcher=patcher, **GENERATION)
+    return world.generate([p.prompt for p in probes], [p.seed for p in probes], patcher=patcher, **shared.GENERATION)
 
 
 def shows(predicted: tuple[str, str, str], concept: str) -> bool:
@@ -170,22 +152,13 @@ def rule_forget_rate(images: torch.Tensor, colour: str) -> float:
     return sum(c == colour for c in read_colours(images)) / max(1, images.shape[0])
 
 
-READER_TOLERANCE = 0.10
-
-
-def reader_disagreements(rates: dict[str, float], rule_rates: dict[str, float]) -> list[str]:
-    """Colours whose forget rates by the evaluator and by the colour rule differ by more than 10
-    points: rates to check against the images before trusting either."""
-    return [c for c, rule in rule_rates.items() if round(abs(rates[c] - rule), 9) > READER_TOLERANCE]
-
-
 def read_forget_rates(images: dict[str, torch.Tensor]) -> dict:
     """Per concept, the forget rate of its probes' images; for a colour also the colour rule's, and
     the colours where the two readers disagree."""
     rates = {c: forget_rate(im, c) for c, im in images.items()}
     rule = {c: rule_forget_rate(im, c) for c, im in images.items() if kind_of(c) == "colour"}
     return {"forget_rate_per_concept": rates, "forget_rate_per_concept_rule": rule,
-            "reader_disagreements": reader_disagreements(rates, rule)}
+            "reader_disagreements": shared.reader_disagreements(rates, rule)}
 
 
 def attribute_accuracy_per_value(images: torch.Tensor, probes: list[Probe]) -> dict[str, dict[str, float]]:
@@ -200,17 +173,3 @@ def attribute_accuracy(images: torch.Tensor, probes: list[Probe]) -> dict[str, f
               for kind, i in ATTRIBUTE_INDEX.items()}
     result["mean"] = sum(result[k] for k in KINDS) / len(KINDS)
     return result
-
-
-def harmonic_overall(forget: float, preserve: float) -> float:
-    """The paper's Table 2 overall score: harmonic mean of (1 - forget rate) and preserve accuracy."""
-    keep = 1.0 - forget
-    return 0.0 if keep + preserve == 0 else 2 * keep * preserve / (keep + preserve)
-
-
-def write_report(out: Path, report: dict, started: float) -> None:
-    """A measurement's JSON with its wall time, to `out` (folders made)."""
-    report["seconds"] = round(time.perf_counter() - started, 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")

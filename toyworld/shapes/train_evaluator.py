@@ -1,6 +1,6 @@
 """Train the ToyWorld evaluator CNN on freshly rendered, augmented images (seeded).
 
-    python -m toyworld.train_evaluator --out toyworld/weights/evaluator.safetensors
+    python -m toyworld.shapes.train_evaluator --out toyworld/weights/evaluator.safetensors
 
 Held-out accuracy is measured on renders from a disjoint seed stream, clean and degraded by
 `augment` with a fixed seed, and stored in the weights' metadata.
@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from . import world
 from .evaluator import HEADS, Evaluator, accuracy, classify, label_indices
 
-log = logging.getLogger("toyworld.train_evaluator")
+log = logging.getLogger("toyworld.shapes.train_evaluator")
 HELD_OUT_SEED = 987_654_321
 
 

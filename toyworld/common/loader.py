@@ -9,22 +9,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import comfy.model_patcher
+import comfy.sample
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 
-from devkit.comfy_env import setup_comfy
+from ..shapes.text import ToyTextEncoder
+from ..shapes.world import SIZE as world_size
+from . import model as tw_model
 
-setup_comfy()
-
-import comfy.model_patcher  # noqa: E402
-import comfy.sample  # noqa: E402
-from safetensors import safe_open  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
-
-from . import model as tw_model  # noqa: E402
-from .text import ToyTextEncoder  # noqa: E402
-from .world import SIZE as world_size  # noqa: E402
-
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 V3_WEIGHTS = WEIGHTS_DIR / "toyworld_v3.safetensors"
 # The shapes world's model (world version 3, 48x8x8 latent, width 96); the v2 model's weights are
 # no longer shipped (its figures stay in the docs). Each file's metadata says what to build.
@@ -133,7 +128,7 @@ def load_toyworld(
     patcher = comfy.model_patcher.ModelPatcher(base, load_device=device, offload_device=torch.device("cpu"))
     te = json.loads(meta.get("text_encoder", "{}"))
     if "vocabulary" in te:  # EmojiWorld: a frozen transformer whose weights ship in the file
-        from .emoji.text import EmojiTextEncoder
+        from ..emoji.text import EmojiTextEncoder
 
         encoder = EmojiTextEncoder.from_metadata(te)
         encoder.load_state_dict({k[len(TEXT_PREFIX):]: v for k, v in tensors.items() if k.startswith(TEXT_PREFIX)})

@@ -1,7 +1,7 @@
 """The evaluation tables in docs/evaluation.md, rendered from the committed reports.
 
-`python -m toyworld.doc_tables` rewrites every block between `<!-- table:NAME -->` and
-`<!-- /table:NAME -->` from `toyworld/reports/*.json`, so a re-measured report updates the docs
+`python -m devkit.doc_tables` rewrites every block between `<!-- table:NAME -->` and
+`<!-- /table:NAME -->` from `toyworld/experiments/reports/*.json`, so a re-measured report updates the docs
 and the docs never state a figure the reports do not hold (a test checks they agree).
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-REPORTS = REPO / "toyworld" / "reports"
+REPORTS = REPO / "toyworld" / "experiments" / "reports"
 EMOJI_REPORTS = REPO / "toyworld" / "emoji" / "reports"
 DOC = REPO / "docs" / "evaluation.md"
 

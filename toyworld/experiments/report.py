@@ -2,7 +2,7 @@
 evaluator and report how often colour, shape and background match the prompt, per attribute and
 per value.
 
-    python -m toyworld.report --weights PATH --out toyworld/reports/base_quality.json
+    python -m toyworld.experiments.report --weights PATH --out toyworld/experiments/reports/base_quality.json
 
 The prompt set is every scene of the model's world (`world.all_scenes`) in canonical wording,
 `--seeds` seeds each (seed = 1000 * k + index), plus a synonym-worded pass: the 150 combinations of
@@ -21,15 +21,11 @@ from pathlib import Path
 
 import torch
 
-from devkit.comfy_env import setup_comfy
-
-setup_comfy(pytorch_attention=True)
-
-from . import world  # noqa: E402
-from .colour_rule import read_colours  # noqa: E402
-from .evaluator import DEFAULT_WEIGHTS as EVAL_WEIGHTS  # noqa: E402
-from .evaluator import HEADS, accuracy, accuracy_per_value, classify, load_evaluator  # noqa: E402
-from .loader import DEFAULT_WEIGHTS, ToyWorld, load_toyworld  # noqa: E402
+from ..common.loader import DEFAULT_WEIGHTS, ToyWorld, load_toyworld
+from ..shapes import world
+from ..shapes.colour_rule import read_colours
+from ..shapes.evaluator import DEFAULT_WEIGHTS as EVAL_WEIGHTS
+from ..shapes.evaluator import HEADS, accuracy, accuracy_per_value, classify, load_evaluator
 
 
 @dataclass(frozen=True)
@@ -108,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sweep-only", action="store_true", help="skip the main and synonym passes")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--grid", type=Path, default=None, help="write a PNG contact sheet")
-    ap.add_argument("--out", type=Path, default=Path("toyworld/reports/base_quality.json"))
+    ap.add_argument("--out", type=Path, default=Path("toyworld/experiments/reports/base_quality.json"))
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     tw = load_toyworld(a.weights)

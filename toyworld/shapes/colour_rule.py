@@ -82,3 +82,10 @@ def read_colours(images: torch.Tensor) -> list[str]:
     bright = (x.min(-1).values > BRIGHT).sum(dim=(1, 2)).tolist()
     return [COLOUR_NAMES[k] if n >= MIN_PIXELS else NEUTRAL_COLOUR if lit >= MIN_PIXELS else NO_SHAPE
             for k, n, lit in zip(nearest, count.tolist(), bright)]
+
+
+class ColourRule:
+    """The rule as a `common.readers.Reader`; it holds nothing (the constants above are the rule)."""
+
+    def read(self, images: torch.Tensor) -> list[str]:
+        return read_colours(images)

@@ -1,6 +1,6 @@
 """Can a ToyWorld model predict the latent channel means (global colour, background level)?
 
-    python -m toyworld.channel_means toyworld/weights/toyworld.safetensors out/toyworld_v3.safetensors
+    python -m toyworld.experiments.channel_means toyworld/weights/toyworld.safetensors out/toyworld_v3.safetensors
 
 For 64 renders of its world, noised at high timesteps, compares the RMS error of the channel
 means of the model's x0 estimate with that of a model blind to them (one that predicts
@@ -14,12 +14,8 @@ import argparse
 
 import torch
 
-from devkit.comfy_env import setup_comfy
-
-setup_comfy(pytorch_attention=True)
-
-from . import world  # noqa: E402
-from .loader import ToyWorld, load_toyworld  # noqa: E402
+from ..common.loader import ToyWorld, load_toyworld
+from ..shapes import world
 
 TIMESTEPS = (999, 900, 700, 500)
 

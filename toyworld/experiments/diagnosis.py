@@ -1,7 +1,7 @@
 """Why FIA at the paper's settings does or does not forget a ToyWorld concept: what Eq.2's
 contrast sees in each layer, and what removing it does.
 
-    python -m toyworld.diagnosis --out toyworld/reports/diagnosis.json
+    python -m toyworld.experiments.diagnosis --out toyworld/experiments/reports/diagnosis.json
 
 For each concept, from one saliency run at the paper's settings (`forgetting.SETTINGS`), per
 `ff.net.2` layer: how many neurons (input columns) have a positive contrast
@@ -31,12 +31,13 @@ from pathlib import Path
 
 import torch
 
-from fia_engine import apply_mask
+from fia_engine import apply_mask, masks_from
 from fia_engine.core.masks import UnlearningMask
 
+from ..common.forgetting import GENERATION, seed_of, write_report
+from ..common.loader import DEFAULT_WEIGHTS, load_toyworld
 from . import forgetting as fg
 from .attribution import readout, zeroed
-from .loader import DEFAULT_WEIGHTS, load_toyworld
 
 CONCEPTS = ["red", "circle", "striped"]
 
@@ -88,14 +89,14 @@ def column_mask(record, columns: dict[str, torch.Tensor], concept: str) -> Unlea
 
 
 def diagnose(world, concept: str, probes_count: int, ratios: list[float], seed: int) -> dict:
-    record = fg.saliency(world, [concept])
+    result = fg.unlearn(world, [concept])
+    record, masks = result.record, result.concept_masks
     probes = fg.forget_probes(concept, probes_count, seed=seed)
-    masks, _ = fg.mask_from(record)
     neurons = positive_neurons(record, concept)
     cuts = {"none (base model)": world.patcher}
     pruned = {}
     for r2 in ratios:
-        _, mask = fg.mask_from(record, dataclasses.replace(fg.SETTINGS, r2=r2))
+        mask = masks_from(record, dataclasses.replace(fg.SETTINGS, r2=r2)).mask
         name = f"FIA r2={r2}"
         cuts[name], pruned[name] = apply_mask(world.patcher, mask), mask.sparsity
     for name, chosen in (("all contrast-positive neurons", neurons),
@@ -123,14 +124,14 @@ def layer_inputs(world, module_path: str, prompts: list[str], seeds: list[int], 
 
     handle = module.register_forward_pre_hook(hook)
     try:
-        world.generate(prompts, seeds, patcher=world.patcher, **fg.GENERATION)
+        world.generate(prompts, seeds, patcher=world.patcher, **GENERATION)
     finally:
         handle.remove()
     return torch.stack(seen)
 
 
 def pattern_probe(world, module_path: str, concept: str, probes_count: int, tops: list[int]) -> dict:
-    pairs = fg.concept_pairs(concept, fg.SETTINGS.num_pairs, fg.seed_of(fg.SETTINGS), world.world_version)
+    pairs = fg.pairs_of(world)(concept, fg.SETTINGS.num_pairs, seed_of(fg.PRESET, fg.SETTINGS))
     seeds = [pair.seed for pair in pairs]
     steps = fg.SETTINGS.sampling.recorded_steps
     concept_x = layer_inputs(world, module_path, [p.concept_prompt for p in pairs], seeds, steps)
@@ -177,14 +178,14 @@ def main() -> None:
     start = time.perf_counter()
     if args.pattern:
         report = {"model": {"file": args.weights.name, "world_version": world.world_version},
-                  "generation": fg.GENERATION, "probes": args.probes,
+                  "generation": GENERATION, "probes": args.probes,
                   **pattern_probe(world, args.pattern[0], args.pattern[1], args.probes, args.top)}
-        fg.write_report(args.out, report, start)
+        write_report(args.out, report, start)
         return
     report = {"model": {"file": args.weights.name, "world_version": world.world_version},
-              "settings": dataclasses.asdict(fg.SETTINGS), "generation": fg.GENERATION, "probes": args.probes,
+              "settings": dataclasses.asdict(fg.SETTINGS), "generation": GENERATION, "probes": args.probes,
               "concepts": {c: diagnose(world, c, args.probes, args.r2, 700 + i) for i, c in enumerate(args.concepts)}}
-    fg.write_report(args.out, report, start)
+    write_report(args.out, report, start)
 
 
 if __name__ == "__main__":

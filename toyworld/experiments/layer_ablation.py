@@ -1,7 +1,7 @@
 """The paper's layer ablation on ToyWorld: FIA on ff2 (its choice), ff1, cross-attention k/v and
 self-attention k/v, one colour, one shape and one background forgotten at once.
 
-    python -m toyworld.layer_ablation --out toyworld/reports/layer_ablation.json
+    python -m toyworld.experiments.layer_ablation --out toyworld/experiments/reports/layer_ablation.json
 
 Every kind gets the same saliency, selection and fusion at the paper's defaults (`forgetting.SETTINGS`),
 recorded on its own layers' inputs. Per kind: forget rate per concept (the evaluator's reading of
@@ -22,8 +22,9 @@ import torch
 from fia_engine import apply_mask
 from fia_engine.core.architectures import LAYER_KINDS
 
+from ..common.forgetting import GENERATION, harmonic_overall, write_report
+from ..common.loader import DEFAULT_WEIGHTS, load_toyworld
 from . import forgetting as fg
-from .loader import DEFAULT_WEIGHTS, load_toyworld
 
 CONCEPTS = ["red", "circle", "striped"]
 
@@ -33,7 +34,7 @@ def measure(world, probes: dict[str, list[fg.Probe]], preserve: list[fg.Probe], 
     accuracy = fg.attribute_accuracy(fg.generate(world, preserve, patcher), preserve)
     mean = sum(forget.values()) / len(forget)
     return {"forget_rate": mean, "forget_rate_per_concept": forget, "preserve_accuracy": accuracy["mean"],
-            "preserve_accuracy_per_attribute": accuracy, "overall": fg.harmonic_overall(mean, accuracy["mean"])}
+            "preserve_accuracy_per_attribute": accuracy, "overall": harmonic_overall(mean, accuracy["mean"])}
 
 
 def ablation(world, concepts: list[str], per_concept: int, preserve_count: int, kinds: tuple[str, ...]) -> dict:
@@ -42,7 +43,7 @@ def ablation(world, concepts: list[str], per_concept: int, preserve_count: int, 
     rows = {"base": measure(world, probes, preserve)}
     for kind in kinds:
         start = time.perf_counter()
-        mask = fg.forget(world, concepts, dataclasses.replace(fg.SETTINGS, layer_kind=kind))
+        mask = fg.unlearn(world, concepts, dataclasses.replace(fg.SETTINGS, layer_kind=kind)).mask
         seconds = time.perf_counter() - start
         rows[kind] = measure(world, probes, preserve, apply_mask(world.patcher, mask)) | {
             "layers": len(mask.layers), "pruned_weights": mask.pruned_count, "weights": mask.total_weights,
@@ -67,10 +68,10 @@ def main() -> None:
     report = {
         "model": {"file": args.weights.name, "world_version": world.world_version},
         "concepts": CONCEPTS, "per_concept": args.per_concept, "preserve": args.preserve,
-        "settings": dataclasses.asdict(fg.SETTINGS), "generation": fg.GENERATION,
+        "settings": dataclasses.asdict(fg.SETTINGS), "generation": GENERATION,
         "rows": ablation(world, CONCEPTS, args.per_concept, args.preserve, tuple(args.kinds)),
     }
-    fg.write_report(args.out, report, start)
+    write_report(args.out, report, start)
 
 
 if __name__ == "__main__":

@@ -18,18 +18,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import comfy.latent_formats
+import comfy.model_base
+import comfy.model_sampling
+import comfy.supported_models
 import torch
 
-from devkit.comfy_env import setup_comfy
-
-setup_comfy()
-
-import comfy.latent_formats  # noqa: E402
-import comfy.model_base  # noqa: E402
-import comfy.model_sampling  # noqa: E402
-import comfy.supported_models  # noqa: E402
-
-from .text import DIM  # noqa: E402
+from ..shapes.text import DIM
 
 LATENT_CHANNELS = 12  # v2
 LATENT_SIZE = 16

@@ -17,7 +17,7 @@ from torch import nn
 
 from .world import VALUES
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "evaluator.safetensors"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "evaluator.safetensors"
 HEADS = VALUES
 
 
@@ -45,6 +45,11 @@ class Evaluator(nn.Module):
         x = images.movedim(-1, 1) * 2.0 - 1.0
         f = self.features(x)
         return {k: head(f) for k, head in self.heads.items()}
+
+    def read(self, images: torch.Tensor) -> list[tuple[str, str, str]]:
+        """(colour, shape, background) per image: `classify` with this network, so the evaluator is a
+        `common.readers.Reader` like the other readers."""
+        return classify(images, self)
 
 
 def label_indices(labels: list[tuple[str, str, str]]) -> dict[str, torch.Tensor]:

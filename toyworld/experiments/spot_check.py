@@ -1,7 +1,7 @@
 """A sheet of images from an unlearned ToyWorld model with what both readers say of each, to check
 by eye that the evaluator still reads pruned models' images right (they look like no render).
 
-    python -m toyworld.spot_check --r2 0.3 --out out/spot_check
+    python -m toyworld.experiments.spot_check --r2 0.3 --out out/spot_check
 
 Writes sheet.png (each tile captioned with the prompt, the evaluator's reading and the colour
 rule's) and readings.json; the verdicts by eye go into docs/evaluation.md.
@@ -19,11 +19,11 @@ from PIL import Image, ImageDraw
 
 from fia_engine import apply_mask
 
+from ..common.loader import DEFAULT_WEIGHTS, load_toyworld
+from ..shapes.colour_rule import read_colours
+from ..shapes.evaluator import classify
 from . import forgetting as fg
-from .colour_rule import read_colours
 from .demo import tile
-from .evaluator import classify
-from .loader import DEFAULT_WEIGHTS, load_toyworld
 
 CONCEPTS = ["red", "circle", "striped"]
 COLUMNS, TILE, CAPTION = 8, 96, 40
@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("out/spot_check"))
     args = parser.parse_args()
     world = load_toyworld(args.weights)
-    mask = fg.forget(world, CONCEPTS, dataclasses.replace(fg.SETTINGS, r2=args.r2, layer_kind=args.layers))
+    mask = fg.unlearn(world, CONCEPTS, dataclasses.replace(fg.SETTINGS, r2=args.r2, layer_kind=args.layers)).mask
     per = -(-args.images // (len(CONCEPTS) + 1))
     probes = [p for i, c in enumerate(CONCEPTS) for p in fg.forget_probes(c, per, seed=900 + i)]
     probes = (probes + fg.preserve_probes(CONCEPTS, per, seed=950))[: args.images]

@@ -19,8 +19,8 @@ from PIL import Image, ImageDraw
 from fia_engine import apply_mask, save_mask
 from fia_engine.core.architectures import LAYER_KINDS
 
+from ..common.loader import DEFAULT_WEIGHTS, load_toyworld
 from . import forgetting as fg
-from .loader import DEFAULT_WEIGHTS, load_toyworld
 
 CONCEPTS = ["red", "circle", "striped"]
 TILE = 96
@@ -111,7 +111,7 @@ def main() -> None:
     world = load_toyworld(args.weights)
     started = time.perf_counter()
     settings = dataclasses.replace(fg.SETTINGS, r2=args.r2, layer_kind=args.layers)
-    mask = fg.forget(world, CONCEPTS, settings)
+    mask = fg.unlearn(world, CONCEPTS, settings).mask
     made = mask.settings
     r2 = made.per_concept[CONCEPTS[0]].r2
     seconds = time.perf_counter() - started
@@ -146,7 +146,7 @@ def main() -> None:
         f"| none of them (attributes right) | {preserve['before']:.0%} | {preserve['after']:.0%} | |", "",
         f"{args.probes} images per concept, {2 * args.probes} preserve images, same seeds before and after; "
         "read by the ToyWorld evaluator, a colour also by the training-free colour rule "
-        "(toyworld/colour_rule.py). Grid: grid.png. Mask: mask.safetensors.",
+        "(toyworld/shapes/colour_rule.py). Grid: grid.png. Mask: mask.safetensors.",
         *[f"The two readers differ by more than 10 points {when} on: {', '.join(names)}."
           for when, names in measured["reader_disagreements"].items() if names],
     ]

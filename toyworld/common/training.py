@@ -1,14 +1,12 @@
-"""Seeded training of the ToyWorld UNet (epsilon prediction, SD's noise schedule); the v3
-command is in toyworld/README.md.
+"""The seeded training loop both worlds' UNets share (epsilon prediction, SD's noise schedule);
+each world's command (`python -m toyworld.shapes.train`, `python -m toyworld.emoji.train`) gives
+it its UNet config, its batches and its text encoder.
 
 Data are rendered on the fly from (seed, step), as are timesteps and noise, so the weights
 after step k depend only on the seed and k (on a given torch build, device and thread count):
 `--minutes` just decides where the run stops, and `--resume` continues bit for bit. EMA
 weights are written (float16) every `--save-every` minutes, so a partial run is usable; a
 resume state (weights, EMA, Adam moments, float32) goes to `--state`.
-
-`--version 3` (default): world version 3 and the v3 UNet (48x8x8 latent, width 96).
-`--version 2`: the shipped v2 model's world and UNet, to reproduce its history.
 """
 
 from __future__ import annotations
@@ -22,17 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
-from devkit.comfy_env import setup_comfy
+from . import model as tw_model
 
-setup_comfy(pytorch_attention=True)
-
-from safetensors.torch import load_file, save_file  # noqa: E402
-
-from . import model as tw_model  # noqa: E402
-from . import text, world  # noqa: E402
-
-log = logging.getLogger("toyworld.train")
+log = logging.getLogger(__name__)
 
 
 def timesteps_for(gen: torch.Generator, n: int, p_low: float) -> torch.Tensor:
@@ -53,21 +45,6 @@ def learning_rate(a: argparse.Namespace, step: int) -> float:
         progress = min(1.0, (step - a.decay_start) / max(1, a.max_steps - a.decay_start))
         lr = a.lr * (a.lr_final + (1 - a.lr_final) * 0.5 * (1 + math.cos(math.pi * progress)))
     return lr
-
-
-def model_metadata(version: int, unet_config: dict, encoder: text.ToyTextEncoder) -> dict[str, str]:
-    """What `loader.load_toyworld` rebuilds the model from: world, UNet, text encoder, latent."""
-    patch = tw_model.latent_format_for(unet_config).patch
-    side = unet_config["image_size"]
-    return {
-        "format": "toyworld-unet-v1",
-        "world": str(version),
-        "unet_config": json.dumps(unet_config),
-        "text_encoder": json.dumps(encoder.config()),
-        "latent": f"{patch}x{patch} space-to-depth of 2*image-1, {unet_config['in_channels']}x{side}x{side}",
-        "prediction": "eps",
-        "schedule": "SD1.5 discrete, linear_start 0.00085, linear_end 0.012 (scaled linear)",
-    }
 
 
 def save_weights(path: Path, ema: dict[str, torch.Tensor], meta: dict[str, str],
@@ -279,28 +256,3 @@ def train(a: argparse.Namespace, unet_config: dict, batch: Batch,
             checkpoint(final=False)
             last_save = time.time()
     checkpoint(final=True)
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_training_arguments(ap, "out/toyworld_v3.safetensors", "out/toyworld_v3_state.safetensors")
-    ap.add_argument("--pieces", type=int, default=0, choices=(0, 2),
-                    help="text tokens per attribute word (see toyworld/text.py)")
-    ap.add_argument("--version", type=int, default=3, choices=(2, 3),
-                    help="world semantics and UNet (see toyworld/world.py and model.py)")
-    a = ap.parse_args(argv)
-    if a.export_checkpoint is not None:
-        export_checkpoint(a.state, a.export_checkpoint)
-        return
-    unet_config = tw_model.UNET_CONFIG_V3 if a.version == 3 else tw_model.UNET_CONFIG
-    encoder = text.ToyTextEncoder(pieces=a.pieces)
-
-    def batch(seed: int, n: int) -> tuple[torch.Tensor, list[str]]:
-        images, prompts, _ = world.batch(seed, n, world_version=a.version)
-        return images, prompts
-
-    train(a, unet_config, batch, encoder, model_metadata(a.version, unet_config, encoder))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """Forgetting one concept while keeping its nearest neighbour, with and without `keep`.
 
-    python -m toyworld.keep_report --probes 40 --out toyworld/reports/keep.json
+    python -m toyworld.experiments.keep_report --probes 40 --out toyworld/experiments/reports/keep.json
 
 For each (forget, keep) pair one saliency run records both concepts (shared base prompts); the
 mask is fused once without and once with the neighbour kept, at each r2. The evaluator reads how
@@ -17,8 +17,9 @@ from pathlib import Path
 
 from fia_engine import apply_mask, masks_from
 
+from ..common.forgetting import GENERATION, write_report
+from ..common.loader import load_toyworld
 from . import forgetting as fg
-from .loader import load_toyworld
 
 PAIRS = (("red", "orange"), ("circle", "ring"))
 """A colour and its nearest colour, a shape and the most similar shape."""
@@ -32,7 +33,7 @@ def measure(world, forget: str, keep: str, probes: int, ratios: list[float]) -> 
         return {"forget_rate": fg.forget_rate(fg.generate(world, forget_probes, patcher), forget),
                 "kept_shown": fg.forget_rate(fg.generate(world, keep_probes, patcher), keep)}
 
-    record = fg.saliency(world, [forget, keep])
+    record = fg.unlearn(world, [forget, keep]).record
     result = {"base": rates(), "runs": []}
     for r2 in ratios:
         settings = dataclasses.replace(fg.SETTINGS, r2=r2)
@@ -54,9 +55,9 @@ def main() -> None:
     world = load_toyworld()
     start = time.perf_counter()
     report = {"model": world.world_version, "probes": args.probes, "settings": dataclasses.asdict(fg.SETTINGS),
-              "generation": fg.GENERATION,
+              "generation": GENERATION,
               "pairs": {f"{f} / keep {k}": measure(world, f, k, args.probes, args.r2) for f, k in PAIRS}}
-    fg.write_report(args.out, report, start)
+    write_report(args.out, report, start)
 
 
 if __name__ == "__main__":
