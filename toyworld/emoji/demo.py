@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 
 from fia_engine import apply_mask, save_mask
 
-from ..loader import load_toyworld, read_metadata
+from ..common.loader import load_toyworld, read_metadata
 from . import forgetting as fg
 from .data import STYLES, load_renders
 from .readers import TemplateReader, load_reader
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     tw = load_toyworld(a.model)
     readers = fg.Readers(trained, load_reader(), TemplateReader(trained, trained.trained))
     started = time.perf_counter()
-    mask = fg.forget(tw, trained, forgotten)
+    mask = fg.forget(tw, trained, forgotten).mask
     fia_seconds = time.perf_counter() - started
     unlearned = apply_mask(tw.patcher, mask)
     a.out.mkdir(parents=True, exist_ok=True)

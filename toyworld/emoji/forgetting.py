@@ -1,5 +1,5 @@
-"""FIA on EmojiWorld: the paper's prompt pairs in emoji, the method through the engine's one
-entry (`fia_engine.unlearning_mask`), and what the readers see before and after.
+"""FIA on EmojiWorld: the paper's prompt pairs in emoji, the method through the shared protocol
+(`common.forgetting.unlearn`, the engine's one entry), and what the readers see before and after.
 
 - An object (any concept but a place) contrasts as the paper's objects preset does: `a {name} in
   a {place}` / `a {name} near the {place}` against `a {place}`, one place per pair in turn.
@@ -17,12 +17,12 @@ from dataclasses import dataclass
 
 import torch
 
-from fia_engine import MethodSettings, PromptPair, PromptPreset, SamplingSettings, paper, unlearning_mask
-from fia_engine.core.masks import UnlearningMask
+from fia_engine import MethodResult, MethodSettings, PromptPair, PromptPreset, SamplingSettings, paper
 
-from ..loader import ToyWorld
+from ..common.forgetting import GENERATION as SAMPLING
+from ..common.forgetting import unlearn
+from ..common.loader import ToyWorld
 from .data import STYLES
-from .quality import SAMPLING
 from .readers import NetReader, TemplateReader
 from .world import ALONE_TEMPLATE, IMAGENETTE, NAMED_STYLES, STYLE_TEMPLATE, EmojiWorld, Scene
 
@@ -70,11 +70,10 @@ def settings_for(world: EmojiWorld, concepts: list[str], **overrides) -> MethodS
 
 
 def forget(tw: ToyWorld, world: EmojiWorld, concepts: list[str], settings: MethodSettings | None = None,
-           progress=None) -> UnlearningMask:
-    settings = settings or settings_for(world, concepts)
-    pairs = {c: pairs_for(world, c, settings.num_pairs) for c in concepts}
-    return unlearning_mask(tw.patcher, tw.encode, concepts, PRESET, settings=settings, pairs=pairs,
-                           progress=progress).mask
+           progress=None) -> MethodResult:
+    """FIA for objects and styles at once, at the paper's values unless `settings` says otherwise."""
+    return unlearn(tw, concepts, PRESET, lambda c, n, seed: pairs_for(world, c, n, seed),
+                   settings or settings_for(world, concepts), progress)
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import torch
 
+from ..common.forgetting import GENERATION as SAMPLING
 from ..common.loader import ToyWorld, load_toyworld, read_metadata
 from .data import SIZE, STYLES, load_renders
 from .readers import NetReader, TemplateReader, load_reader, read_place
 from .world import ALONE_TEMPLATE, IMAGENETTE, NAMED_STYLES, EmojiWorld, Scene
 
-SAMPLING = dict(steps=25, cfg=7.5, sampler="ddim", scheduler="normal")  # the benchmarks' sampling
 QUALITY_SEED = 20_261_203
 REPORTS = Path(__file__).parent / "reports"
 
