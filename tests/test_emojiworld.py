@@ -313,3 +313,38 @@ def test_quality_reads_renders_as_meeting_the_bars(reader_world: EmojiWorld, rea
     assert all(bar["met"] for bar in bars.values()), bars
     blank = quality.verdict(quality.read(reader_world, torch.ones_like(images), ps, reader, template))
     assert not any(bar["met"] for key, bar in blank.items() if key.startswith("imagenette"))
+
+
+# --- benchmarks ------------------------------------------------------------------------------
+
+def test_uce_maps_erased_tokens_to_their_targets_and_keeps_the_rest() -> None:
+    from toyworld.emoji.baselines import uce_weights
+
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(24, 16, generator=gen)
+    erase, target, keep = (torch.randn(n, 16, generator=gen, dtype=torch.float64) for n in (3, 3, 40))
+    edited = uce_weights(weight, erase, target, keep, lamb=0.1, erase_scale=1.0, preserve_scale=0.1).double()
+    w = weight.double()
+    assert (erase @ edited.T - target @ w.T).norm() < 0.2 * (erase @ w.T - target @ w.T).norm()
+    assert (keep @ edited.T - keep @ w.T).norm() < 0.5 * (keep @ w.T).norm()
+    unchanged = uce_weights(weight, erase, erase, keep)  # steering a concept to itself edits nothing
+    assert torch.allclose(unchanged, weight, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_objects_benchmark_quick_mode_runs_every_method(tmp_path: Path) -> None:
+    from toyworld.emoji import benchmarks
+
+    out = tmp_path / "objects.json"
+    benchmarks.main(["--quick", "--scale", "--report", str(out), "--threads", "1"])
+    report = json.loads(out.read_text())
+    methods = report["objects"]["methods"]
+    assert set(methods) == {"base", "fia", "fia-exact", "union", "conceptprune", "uce"}
+    assert methods["union"]["pruned_weights"] >= methods["fia"]["pruned_weights"] > 0
+    for result in methods.values():
+        assert set(result["forgetting_accuracy"]) == set(report["objects"]["concepts"])
+        assert all(0 <= v <= 1 for r in result["forgetting_accuracy"].values() for v in r.values())
+    assert len(report["objects"]["preserve_concepts"]) == 4
+    assert not set(report["objects"]["preserve_concepts"]) & set(report["objects"]["concepts"])
+    assert report["objects"]["r2"]["parachute"] == 0.03 and report["objects"]["r2"]["dog"] == 0.007
+    assert set(report["scale"]) == {"1", "2"} and report["scale"]["2"]["pruned_weights"] > 0

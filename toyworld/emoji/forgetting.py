@@ -110,8 +110,9 @@ def preserve_probes(world: EmojiWorld, avoid: set[int], count: int, seed: int) -
     return [Probe(world.prompt(Scene(c)), seed + k, c) for k, c in enumerate(drawn)]
 
 
-def sample(tw: ToyWorld, probes: list[Probe], patcher=None) -> torch.Tensor:
-    return tw.generate([p.prompt for p in probes], [p.seed for p in probes], patcher=patcher, **SAMPLING)
+def sample(tw: ToyWorld, probes: list[Probe], patcher=None, steps: int = SAMPLING["steps"]) -> torch.Tensor:
+    return tw.generate([p.prompt for p in probes], [p.seed for p in probes], patcher=patcher,
+                       **{**SAMPLING, "steps": steps})
 
 
 @dataclass(frozen=True)
