@@ -45,7 +45,7 @@ OBJECTS = ["cassette player", "chainsaw", "english springer", "french horn", "ga
            "lighthouse", "teapot", "violin", "bicycle", "umbrella", "pizza", "backpack", "canoe", "tractor", "castle",
            "banana", "giraffe", "clock", "guitar", "sailboat", "windmill", "kettle", "zebra", "anchor", "bridge"]
 """With official.CONCEPTS, 30 objects for the end-to-end runs."""
-TOYWORLD_WEIGHTS = common.REPO / "toyworld" / "weights" / "toyworld.safetensors"
+TOYWORLD_WEIGHTS = common.REPO / "toyworld" / "weights" / "toyworld_v3.safetensors"  # the shapes model
 # glibc hands activation buffers above its (adaptive) mmap threshold back to the OS on every free,
 # so each sampler step page-faults them in again. Where the threshold stands depends on what the
 # process allocated before: the same plain sampling ran 1.4-1.6 s/step fresh and 0.9-1.0 s/step

@@ -14,7 +14,7 @@ from devkit.comfy_env import REPO, comfyui_version
 # comfy-cli's pattern for requires-comfyui parts (registry/config_parser.py validate_version)
 VERSION_PART = re.compile(r"^(?:(==|>=|<=|!=|~=|>|<|<>|=)\s*)?(\d+\.\d+\.\d+(?:-[a-zA-Z0-9]+)?)?$")
 RUNTIME = ["__init__.py", "LICENSE", "README.md", "pyproject.toml", "nodes/", "fia_engine/", "workflows/"]
-LEFT_OUT = ["toyworld/weights/", "tests/", "devkit/", "bench/", ".ci/", "scripts/"]
+LEFT_OUT = ["toyworld/", "tests/", "devkit/", "bench/", ".ci/", "scripts/"]
 
 
 @pytest.fixture(scope="module")

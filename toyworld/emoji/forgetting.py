@@ -85,6 +85,7 @@ class Probe:
     concept: int  # index into world.concepts
     style: int = 0
     place: int | None = None
+    group: str = ""  # the prompt set it belongs to, where a protocol has several
 
 
 def object_probes(world: EmojiWorld, concept: int, count: int, seed: int) -> list[Probe]:

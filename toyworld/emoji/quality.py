@@ -22,7 +22,6 @@ import argparse
 import json
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,6 +29,7 @@ import torch
 from ..common.forgetting import GENERATION as SAMPLING
 from ..common.loader import ToyWorld, load_toyworld, read_metadata
 from .data import SIZE, STYLES, load_renders
+from .forgetting import Probe
 from .readers import NetReader, TemplateReader, load_reader, read_place
 from .world import ALONE_TEMPLATE, IMAGENETTE, NAMED_STYLES, EmojiWorld, Scene
 
@@ -45,18 +45,6 @@ BARS = {
     "scene": 0.90,
     "synonym_gap": 0.15,  # names' accuracy minus tags', at most
 }
-
-
-@dataclass(frozen=True)
-class Probe:
-    """One image to sample: its prompt, its seed and what it should show."""
-
-    prompt: str
-    seed: int
-    concept: int  # index into world.concepts
-    style: int = 0
-    place: int | None = None  # index into world.places
-    group: str = ""
 
 
 def probes(world: EmojiWorld, seed: int = QUALITY_SEED) -> list[Probe]:
