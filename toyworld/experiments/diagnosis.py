@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from fia_engine import apply_mask, masks_from
-from fia_engine.core.masks import UnlearningMask
+from fia_engine.core.masks import StatedSettings, UnlearningMask
 
 from ..common.forgetting import GENERATION, seed_of, write_report
 from ..common.loader import DEFAULT_WEIGHTS, load_toyworld
@@ -85,7 +85,8 @@ def column_mask(record, columns: dict[str, torch.Tensor], concept: str) -> Unlea
         rows = torch.arange(layer.out_features).unsqueeze(1)
         pruned[layer.key] = (rows * layer.in_features + cols.unsqueeze(0)).flatten().sort().values
         kept[layer.key] = pruned[layer.key][:0]
-    return UnlearningMask(record.architecture, record.layers, pruned, kept, [concept], {}, record.fingerprint)
+    made = StatedSettings({"made_by": "toyworld.experiments.diagnosis.column_mask", "cut": "whole input columns"})
+    return UnlearningMask(record.architecture, record.layers, pruned, kept, [concept], made, record.fingerprint)
 
 
 def diagnose(world, concept: str, probes_count: int, ratios: list[float], seed: int) -> dict:
