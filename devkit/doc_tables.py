@@ -151,6 +151,25 @@ def emoji_readers_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def emoji_quality_table(curve: list[dict]) -> str:
+    """EmojiWorld's base quality against training (toyworld.emoji.quality --curve): every bar of
+    issue #23 item 5, both concept readers."""
+    def both(point: dict, key: str) -> str:
+        return f"{_percent(point[f'{key} (cnn)'])} / {_percent(point[f'{key} (template)'])}"
+
+    lines = [
+        "| step | training minutes | Imagenette ten (>= 80%) | weakest of them (>= 60%) | 200 random (>= 70%) "
+        "| tags below names by (<= 15 points) | style (>= 90%) | scene (>= 90%) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for point in curve:
+        gap = f"{100 * point['synonym_gap (cnn)']:.1f} / {100 * point['synonym_gap (template)']:.1f}"
+        lines.append(f"| {point['step']:,} | {point['training_minutes']:.0f} | {both(point, 'imagenette_overall')} | "
+                     f"{both(point, 'imagenette_each')} | {both(point, 'random_concepts')} | {gap} | "
+                     f"{_percent(point['style'])} | {_percent(point['scene'])} |")
+    return "\n".join(lines)
+
+
 def tables() -> dict[str, str]:
     efficacy = json.loads((REPORTS / "efficacy.json").read_text())
     quality = json.loads((REPORTS / "base_quality.json").read_text())
@@ -158,6 +177,7 @@ def tables() -> dict[str, str]:
     diagnosis = json.loads((REPORTS / "diagnosis.json").read_text())
     attribution = json.loads((REPORTS / "attribution.json").read_text())
     emoji_readers = json.loads((EMOJI_REPORTS / "readers.json").read_text())
+    emoji_quality = json.loads((EMOJI_REPORTS / "quality_curve.json").read_text())
     renderers: dict[str, Callable[[], str]] = {
         "efficacy-3": lambda: efficacy_table(efficacy, "3"),
         "efficacy-6": lambda: efficacy_table(efficacy, "6"),
@@ -167,6 +187,7 @@ def tables() -> dict[str, str]:
         "diagnosis": lambda: diagnosis_table(diagnosis),
         "attribution": lambda: attribution_table(attribution),
         "emoji-readers": lambda: emoji_readers_table(emoji_readers),
+        "emoji-quality": lambda: emoji_quality_table(emoji_quality),
     }
     return {name: render() for name, render in renderers.items()}
 
