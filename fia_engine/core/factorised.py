@@ -64,8 +64,9 @@ class SortedColumns:
 
     @property
     def nbytes(self) -> int:
-        """What keeping it costs: the sorted copy, its rows and the |W| it reads exact values from."""
-        return sum(t.numel() * t.element_size() for t in (self.keys, self.rows, self.abs_weight))
+        """What keeping it adds: the sorted copy and its rows, 4 bytes a weight (the |W| it reads
+        exact values from is the record's own tensor, kept alive with it)."""
+        return sum(t.numel() * t.element_size() for t in (self.keys, self.rows))
 
     def flat_index(self, columns: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Flat (row-major) index into the layer of the entry at ascending `positions` of `columns`."""
@@ -79,7 +80,7 @@ class SortedColumns:
 
 SORT_CACHE_BYTES = 512 << 20
 """The CPU's sorted columns kept between selections (SD1.5's sixteen `ff.net.2` layers need about
-300 MB): selecting again from one model (another r2, more concepts, a re-run graph) skips the
+200 MB): selecting again from one model (another r2, more concepts, a re-run graph) skips the
 sort, the one step that costs more than a concept. GPU sorts are not kept: they are fast there and
 VRAM is the user's."""
 _sorted: OrderedDict[tuple, SortedColumns] = OrderedDict()
