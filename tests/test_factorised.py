@@ -104,7 +104,7 @@ def test_selection_takes_the_factorised_path_with_the_general_masks(engine, monk
         assert sel.rules_name(sel.COMPATIBILITY[compatibility]) == fast.settings["a"].compatibility
 
 
-def test_sorted_columns_are_kept_for_the_same_weights_only(engine, monkeypatch):
+def test_sorted_columns_are_kept_for_the_same_weights_only(engine):
     fz = engine.factorised
     fz.clear_sorted_columns()
     abs_weight, margins = inputs(9, 64, 48, 4, ties=False)
@@ -117,8 +117,7 @@ def test_sorted_columns_are_kept_for_the_same_weights_only(engine, monkeypatch):
     rules = engine.selection.compatibility_rules("fixed")
     assert torch.equal(torch.stack(fz.select_layer(again, margins, 0.05, 0.01, rules)),
                        torch.stack(fz.select_layer(fz.SortedColumns(changed), margins, 0.05, 0.01, rules)))
-    monkeypatch.setattr(fz, "SORT_CACHE_BYTES", again.nbytes + 1)  # room for one layer: the oldest goes
-    fz.sorted_columns("other", abs_weight)
+    fz.sorted_columns("other", abs_weight, budget=again.nbytes + 1)  # room for one layer: the oldest goes
     assert fz.sorted_columns_bytes() <= again.nbytes + 1 and fz.sorted_columns("layer", changed) is not again
     fz.clear_sorted_columns()
     assert fz.sorted_columns_bytes() == 0

@@ -86,10 +86,10 @@ VRAM is the user's."""
 _sorted: OrderedDict[tuple, SortedColumns] = OrderedDict()
 
 
-def sorted_columns(layer_key: str, abs_weight: torch.Tensor) -> SortedColumns:
+def sorted_columns(layer_key: str, abs_weight: torch.Tensor, budget: int = SORT_CACHE_BYTES) -> SortedColumns:
     """`SortedColumns(abs_weight)`, from the cache when the same |W| was sorted before. A hit is
     checked against the whole tensor (a model's fingerprint samples its weights, so it cannot
-    tell two fine-tunes apart for certain)."""
+    tell two fine-tunes apart for certain). `budget`: the bytes kept at most, oldest dropped first."""
     if abs_weight.device.type != "cpu":
         return SortedColumns(abs_weight)
     key = (layer_key, tuple(abs_weight.shape), abs_weight.dtype)
@@ -99,7 +99,7 @@ def sorted_columns(layer_key: str, abs_weight: torch.Tensor) -> SortedColumns:
         return hit
     columns = SortedColumns(abs_weight)
     _sorted[key] = columns
-    while _sorted and sorted_columns_bytes() > SORT_CACHE_BYTES:
+    while _sorted and sorted_columns_bytes() > budget:
         _sorted.popitem(last=False)
     return columns
 
