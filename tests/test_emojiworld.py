@@ -159,8 +159,7 @@ def reader():
 
 @pytest.fixture(scope="module")
 def reader_world(renders, reader) -> EmojiWorld:
-    full = EmojiWorld(renders)
-    return EmojiWorld(renders, [full.index[c] for c in reader.concepts])
+    return EmojiWorld.trained_on(renders, list(reader.concepts))
 
 
 # The committed reader's held-out figures (reports/readers.json: clean 98.5 % alone, 83.6 % on a scene,

@@ -27,7 +27,7 @@ Encoder = Callable[[list[str]], torch.Tensor]  # prompts -> context [B, 77, D]
 
 def tokens_after(encoder: Encoder, prompts: list[str], first: int) -> torch.Tensor:
     """[N * (77 - first), D]: every context token from position `first` on, of every prompt."""
-    return encoder(prompts)[:, first:].reshape(-1, encoder(prompts[:1]).shape[-1]).double()
+    return encoder(prompts)[:, first:].flatten(0, 1).double()
 
 
 def uce_weights(weight: torch.Tensor, erase: torch.Tensor, target: torch.Tensor, preserve: torch.Tensor,

@@ -25,20 +25,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import random
 import time
 from pathlib import Path
 
 import torch
 
-from fia_engine import MethodSettings, apply_mask, masks_from
+from fia_engine import MethodSettings, SaliencyRecord, apply_mask, masks_from
 
 from ..common.forgetting import harmonic_overall, write_report
-from ..common.loader import load_toyworld, read_metadata
+from ..common.loader import load_toyworld
 from . import baselines
 from . import forgetting as fg
-from .data import load_renders
 from .readers import TemplateReader, load_reader
 from .world import ALONE_TEMPLATE, EmojiWorld, Scene
 
@@ -82,9 +80,7 @@ class Bench:
     """One model, its readers and one protocol: samples a method's model and reads it."""
 
     def __init__(self, model: Path, protocol: Protocol) -> None:
-        renders = load_renders()
-        full = EmojiWorld(renders)
-        self.world = EmojiWorld(renders, [full.index[c] for c in json.loads(read_metadata(model)["concepts"])])
+        self.world = fg.model_world(model)
         self.tw = load_toyworld(model)
         self.readers = fg.Readers(self.world, load_reader(), TemplateReader(self.world, self.world.trained))
         self.protocol = protocol
@@ -99,7 +95,7 @@ class Bench:
         """Forgetting accuracy per class and preserve accuracy, by both readers."""
         every = [p for group in forget.values() for p in group] + keep
         images = fg.sample(self.tw, every, patcher, steps=self.protocol.sampling_steps)
-        cnn, template = self.readers.concepts(images, every)
+        cnn, template, _ = self.readers.read(images, every)
         out: dict = {"forgetting_accuracy": {}, "images": len(every)}
         start = 0
         for concept, group in forget.items():
@@ -111,10 +107,11 @@ class Bench:
         out["preserve_accuracy"] = {"cnn": _mean(cnn[start:]), "template": _mean(template[start:])}
         return out
 
-    def method_models(self, concepts: list[str], preserve: list[int]) -> dict[str, tuple[object, dict]]:
-        """Every method's model (a patcher clone) with what it did, from one reference recording."""
+    def method_models(self, concepts: list[str], preserve: list[int],
+                      settings: MethodSettings) -> tuple[dict[str, tuple[object, dict]], SaliencyRecord]:
+        """Every method's model (a patcher clone) with what it did, and the one reference recording
+        FIA, union and ConceptPrune select from."""
         world = self.world
-        settings = self.protocol.settings(world, concepts)
         fia = fg.forget(self.tw, world, concepts, settings)
         exact = fg.forget(self.tw, world, concepts, dataclasses.replace(settings, form="exact"))
         union = masks_from(fia.record, dataclasses.replace(settings, fusion="union"))
@@ -130,8 +127,7 @@ class Bench:
                                                                        "sparsity": round(result.mask.sparsity, 5)})
         models["uce"] = (uce, {"edited": "attn2.to_k, attn2.to_v", "lamb": 0.1, "erase_scale": 1.0,
                                "preserve_scale": 0.1, "preserved_prompts": len(others)})
-        models["_fia_record"] = (fia.record, {})
-        return models
+        return models, fia.record
 
 
 def _mean(hits: torch.Tensor) -> float:
@@ -144,16 +140,15 @@ def objects(bench: Bench) -> dict:
     concepts = fg.imagenette(world)
     preserve = neighbours_first(world, [world.by_name(c) for c in concepts], bench.protocol.preserve, 7)
     forget, keep = bench.probes(concepts, preserve)
-    models = bench.method_models(concepts, preserve)
-    record, _ = models.pop("_fia_record")
+    settings = bench.protocol.settings(world, concepts)
+    models, record = bench.method_models(concepts, preserve, settings)
     results = {name: {**did, **bench.read(patcher, forget, keep)} for name, (patcher, did) in models.items()}
     first, second = concepts[:5], concepts[5:]
-    half = masks_from(record, bench.protocol.settings(world, concepts), keep=[], forget=first)
+    half = masks_from(record, settings, keep=[], forget=first)
     five = bench.read(apply_mask(bench.tw.patcher, half.mask), {c: forget[c] for c in first},
                       [p for c in second for p in forget[c]])
     overall = {r: round(harmonic_overall(five["forgetting_accuracy_mean"][r], five["preserve_accuracy"][r]), 4)
                for r in ("cnn", "template")}
-    settings = bench.protocol.settings(world, concepts)
     return {"concepts": concepts, "r2": settings.r2_overrides, "preserve_concepts": [world.name(c) for c in preserve],
             "methods": results, "forget5_keep5": {"forgotten": first, "kept": second, **five, "overall": overall}}
 
@@ -170,8 +165,7 @@ def scale(bench: Bench, counts: tuple[int, ...] = SCALE) -> dict:
     for n in counts:
         concepts = order[:n]
         preserve = neighbours_first(world, [world.by_name(c) for c in concepts], bench.protocol.preserve, 7)
-        measured = {c: g for c, g in bench.probes(concepts, preserve)[0].items() if c in concepts[:10]}
-        keep = bench.probes([], preserve)[1]
+        measured, keep = bench.probes(concepts[:10], preserve)  # read on ten of them at most
         started = time.perf_counter()
         result = fg.forget(bench.tw, world, concepts, bench.protocol.settings(world, concepts))
         seconds = time.perf_counter() - started

@@ -20,11 +20,11 @@ from PIL import Image, ImageDraw
 
 from fia_engine import apply_mask, save_mask
 
-from ..common.loader import load_toyworld, read_metadata
+from ..common.loader import load_toyworld
 from . import forgetting as fg
-from .data import STYLES, load_renders
+from .data import STYLES
 from .readers import TemplateReader, load_reader
-from .world import NAMED_STYLES, EmojiWorld
+from .world import NAMED_STYLES
 
 MODEL = Path(__file__).resolve().parents[1] / "weights" / "emojiworld.safetensors"
 OBJECTS = ["dog", "church", "parachute"]
@@ -57,21 +57,21 @@ def draw_grid(rows: list[tuple[str, list[fg.Probe]]], before: torch.Tensor, afte
     return canvas
 
 
-def measure(tw, readers: fg.Readers, groups: dict[str, tuple[str, list[fg.Probe]]], unlearned) -> dict:
+def measure(tw, readers: fg.Readers, groups: dict[str, tuple[str, list[fg.Probe]]],
+            unlearned) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
     """Per group, before and after: how often the readers see what the prompt asks (the concept,
-    by the CNN and by templates; for a style, the style)."""
-    out = {}
+    by the CNN and by templates; for a style, the style), and the images they read."""
+    out, images = {}, {}
     for name, (kind, probes) in groups.items():
         row = {"kind": kind, "images": len(probes)}
+        images[name] = {}
         for when, patcher in (("before", None), ("after", unlearned)):
-            images = fg.sample(tw, probes, patcher)
-            if kind == "style":
-                row[when] = {"style": round(float(readers.styles(images, probes).float().mean()), 4)}
-            else:
-                cnn, template = readers.concepts(images, probes)
-                row[when] = {"cnn": round(float(cnn.float().mean()), 4), "template": round(float(template.float().mean()), 4)}
+            images[name][when] = sampled = fg.sample(tw, probes, patcher)
+            hits = readers.read(sampled, probes)
+            rates = {"style": hits.style} if kind == "style" else {"cnn": hits.cnn, "template": hits.template}
+            row[when] = {k: round(float(v.float().mean()), 4) for k, v in rates.items()}
         out[name] = row
-    return out
+    return out, images
 
 
 def shown(rates: dict) -> float:
@@ -107,11 +107,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    renders = load_renders()
-    full = EmojiWorld(renders)
-    trained = EmojiWorld(renders, [full.index[c] for c in json.loads(read_metadata(a.model)["concepts"])])
+    trained = fg.model_world(a.model)
     for name in a.objects:  # refused before any sampling: a name the model never learnt
-        if full.by_name(name) not in trained.placeable:
+        if trained.by_name(name) not in trained.placeable:
             raise SystemExit(f"--objects: the model was not trained on '{name}' (or it is a place); "
                              "pick a concept its metadata lists")
     forgotten = [*a.objects, *a.styles]
@@ -133,12 +131,11 @@ def main(argv: list[str] | None = None) -> None:
     groups["other concepts"] = ("object", fg.preserve_probes(trained, avoid, 2 * a.probes, 7000))
     for i, style in enumerate(s for s in NAMED_STYLES if s not in a.styles):
         groups[f"{style} style"] = ("style", fg.style_probes(trained, STYLES.index(style), a.probes, 8000 + 100 * i))
-    measured = measure(tw, readers, groups, unlearned)
+    measured, images = measure(tw, readers, groups, unlearned)
 
     shown_rows = [(f"forget {n}" if n in forgotten else f"keep: {n}", probes[:6]) for n, (_, probes) in groups.items()]
-    probes = [p for _, row in shown_rows for p in row]
-    draw_grid(shown_rows, fg.sample(tw, probes), fg.sample(tw, probes, unlearned),
-              f"after FIA: forget {', '.join(forgotten)}").save(a.out / "grid.png")
+    before, after = (torch.cat([images[n][when][:6] for n in groups]) for when in ("before", "after"))
+    draw_grid(shown_rows, before, after, f"after FIA: forget {', '.join(forgotten)}").save(a.out / "grid.png")
     settings = mask.settings
     report = {"forgotten": forgotten, "model": a.model.name, "model_step": int(tw.metadata.get("step", 0)),
               "fia_seconds": round(fia_seconds, 1), "pruned_weights": mask.pruned_count, "sparsity": mask.sparsity,

@@ -12,8 +12,11 @@ the objects preset's alpha (0.6) and each style's r2 from the art row (0.02).
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -21,8 +24,8 @@ from fia_engine import MethodResult, MethodSettings, PromptPair, PromptPreset, S
 
 from ..common.forgetting import GENERATION as SAMPLING
 from ..common.forgetting import unlearn
-from ..common.loader import ToyWorld
-from .data import STYLES
+from ..common.loader import ToyWorld, read_metadata
+from .data import STYLES, load_renders
 from .readers import NetReader, TemplateReader
 from .world import ALONE_TEMPLATE, IMAGENETTE, NAMED_STYLES, STYLE_TEMPLATE, EmojiWorld, Scene
 
@@ -116,28 +119,39 @@ def sample(tw: ToyWorld, probes: list[Probe], patcher=None, steps: int = SAMPLIN
                        **{**SAMPLING, "steps": steps})
 
 
+class Hits(NamedTuple):
+    """Per image, whether each reader sees what its probe asks for."""
+
+    cnn: torch.Tensor  # the concept, by the CNN
+    template: torch.Tensor  # the concept, by template matching
+    style: torch.Tensor  # the style, by the CNN's style head
+
+
 @dataclass(frozen=True)
 class Readers:
     world: EmojiWorld
     net: NetReader
     template: TemplateReader
 
-    def concepts(self, images: torch.Tensor, probes: list[Probe]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Whether each image shows its probe's concept, by the CNN and by template matching."""
+    def read(self, images: torch.Tensor, probes: list[Probe]) -> Hits:
+        """Both concept readers and the style reader on the same images (the CNN read once)."""
         position = {code: k for k, code in enumerate(self.net.concepts)}
         truth = torch.tensor([position[self.world.concepts[p.concept].code] for p in probes])
-        cnn = self.net.read(images)[0].argmax(1) == truth
+        concept_prob, style_prob = self.net.read(images)
         placed = torch.tensor([p.place is not None for p in probes])
         found = torch.empty(len(probes), dtype=torch.long)
         if (~placed).any():
             found[~placed] = self.template.read(images[~placed])
         if placed.any():
             found[placed] = self.template.read(images[placed], torch.tensor([p.place for p in probes if p.place is not None]))
-        template = found == torch.tensor([self.template.concepts.index(p.concept) for p in probes])
-        return cnn, template
+        return Hits(concept_prob.argmax(1) == truth,
+                    found == torch.tensor([self.template.concepts.index(p.concept) for p in probes]),
+                    style_prob.argmax(1) == torch.tensor([p.style for p in probes]))
 
-    def styles(self, images: torch.Tensor, probes: list[Probe]) -> torch.Tensor:
-        return self.net.read(images)[1].argmax(1) == torch.tensor([p.style for p in probes])
+
+def model_world(model: Path) -> EmojiWorld:
+    """The world over the concepts a model file says it was trained on."""
+    return EmojiWorld.trained_on(load_renders(), json.loads(read_metadata(model)["concepts"]))
 
 
 def imagenette(world: EmojiWorld) -> list[str]:

@@ -27,9 +27,10 @@ from pathlib import Path
 import torch
 
 from ..common.forgetting import GENERATION as SAMPLING
-from ..common.loader import ToyWorld, load_toyworld, read_metadata
-from .data import SIZE, STYLES, load_renders
-from .forgetting import Probe
+from ..common.forgetting import reader_disagreements
+from ..common.loader import load_toyworld, read_metadata
+from .data import SIZE, STYLES
+from .forgetting import Probe, Readers, model_world, sample
 from .readers import NetReader, TemplateReader, load_reader, read_place
 from .world import ALONE_TEMPLATE, IMAGENETTE, NAMED_STYLES, EmojiWorld, Scene
 
@@ -87,16 +88,7 @@ def rate(hits: torch.Tensor) -> dict[str, float | int]:
 def read(world: EmojiWorld, images: torch.Tensor, ps: list[Probe], reader: NetReader,
          template: TemplateReader) -> dict:
     """Every rate of the report from the sampled images."""
-    position = {code: k for k, code in enumerate(reader.concepts)}
-    truth = torch.tensor([position[world.concepts[p.concept].code] for p in ps])
-    c_prob, s_prob = reader.read(images)
-    cnn_hit = c_prob.argmax(1) == truth
-    placed = torch.tensor([p.place is not None for p in ps])
-    t_pred = torch.empty(len(ps), dtype=torch.long)
-    t_pred[~placed] = template.read(images[~placed])
-    places = torch.tensor([p.place for p in ps if p.place is not None])
-    t_pred[placed] = template.read(images[placed], places)
-    t_hit = t_pred == torch.tensor([template.concepts.index(p.concept) for p in ps])
+    cnn_hit, t_hit, style_hit = Readers(world, reader, template).read(images, ps)
     group = [p.group for p in ps]
 
     def sel(*names: str) -> torch.Tensor:
@@ -108,10 +100,8 @@ def read(world: EmojiWorld, images: torch.Tensor, ps: list[Probe], reader: NetRe
     for name, code in IMAGENETTE.items():
         m = torch.tensor([world.concepts[p.concept].code == code and p.group == "imagenette" for p in ps])
         res["per_imagenette"][name] = {"cnn": rate(cnn_hit[m]), "template": rate(t_hit[m])}
-    style_truth = torch.tensor([p.style for p in ps])
-    styled = sel("styles", "random")
-    res["style"] = rate((s_prob.argmax(1) == style_truth)[styled])
-    res["style_named"] = rate((s_prob.argmax(1) == style_truth)[sel("styles")])
+    res["style"] = rate(style_hit[sel("styles", "random")])
+    res["style_named"] = rate(style_hit[sel("styles")])
     on_scene = sel("scenes", "places")
     want_place = torch.tensor([p.place if p.place is not None else world.places.index(p.concept)
                                if p.concept in world.places else -1 for p in ps])
@@ -141,12 +131,11 @@ def verdict(res: dict) -> dict[str, dict]:
     return out
 
 
-def reader_disagreements(res: dict, points: float = 0.10) -> list[str]:
-    return [name for name, v in res["per_imagenette"].items() if abs(v["cnn"]["rate"] - v["template"]["rate"]) > points]
-
-
-def sample(tw: ToyWorld, ps: list[Probe]) -> torch.Tensor:
-    return tw.generate([p.prompt for p in ps], [p.seed for p in ps], **SAMPLING)
+def imagenette_disagreements(res: dict) -> list[str]:
+    """The Imagenette counterparts on which the two concept readers differ by more than 10 points."""
+    per = res["per_imagenette"]
+    return reader_disagreements({n: v["cnn"]["rate"] for n, v in per.items()},
+                                {n: v["template"]["rate"] for n, v in per.items()})
 
 
 def save_sheet(images: torch.Tensor, ps: list[Probe], path: Path, per_group: int = 20) -> None:
@@ -177,9 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(a.threads)
     start = time.time()
     meta = read_metadata(a.model)
-    renders = load_renders()
-    full = EmojiWorld(renders)
-    world = EmojiWorld(renders, [full.index[c] for c in json.loads(meta["concepts"])])
+    world = model_world(a.model)
     reader = load_reader(a.reader) if a.reader else load_reader()
     template = TemplateReader(world, world.trained)
     tw = load_toyworld(a.model)
@@ -190,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
         "model": {"file": a.model.name, "step": int(meta.get("step", 0)), "training_minutes": float(meta.get("minutes", 0)),
                   "concepts": len(world.trained)},
         "sampling": SAMPLING, "seed": QUALITY_SEED, "images": len(ps),
-        "bars": verdict(res), "readers_differ_over_10_points": reader_disagreements(res), **res,
+        "bars": verdict(res), "readers_differ_over_10_points": imagenette_disagreements(res), **res,
         "seconds": round(time.time() - start, 1),
     }
     a.report.parent.mkdir(parents=True, exist_ok=True)

@@ -94,11 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    renders = load_renders()
-    full = EmojiWorld(renders)
-    codes = model_concepts(a.model)
-    world = EmojiWorld(renders, [full.index[c] for c in codes])
-    reader = NetReader(tuple(full.concepts[i].code for i in world.trained), a.width)
+    world = EmojiWorld.trained_on(load_renders(), model_concepts(a.model))
+    reader = NetReader(tuple(world.concepts[i].code for i in world.trained), a.width)
     if a.init is not None:
         start_from = load_reader(a.init)
         if start_from.concepts != reader.concepts:

@@ -71,6 +71,12 @@ class EmojiWorld:
         self.trained: tuple[int, ...] = tuple(trained)
         self.placeable: tuple[int, ...] = tuple(i for i in trained if i not in self.places)
 
+    @classmethod
+    def trained_on(cls, renders: Renders, codes: list[str]) -> EmojiWorld:
+        """The world over these concepts (codes, as a model file or a reader lists them)."""
+        index = {c.code: i for i, c in enumerate(renders.concepts)}
+        return cls(renders, [index[c] for c in codes])
+
     # -- words -----------------------------------------------------------------------------
     def name(self, i: int) -> str:
         return self.concepts[i].name
