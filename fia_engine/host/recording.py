@@ -21,6 +21,7 @@ from ..core import statistics
 from ..core.architectures import PrunableLayer
 from ..core.sampling import COND, REFERENCE_SCHEDULE_FAMILIES, SCHEDULES, UNCOND, SamplingSettings
 from . import plms
+from .context_cache import ContextProjectionCache, cacheable
 
 __all__ = ["COND", "REFERENCE_SCHEDULE_FAMILIES", "SCHEDULES", "UNCOND", "ActivationRecorder", "SamplingSettings"]
 
@@ -43,6 +44,7 @@ class ActivationRecorder:
         settings: SamplingSettings,
         weights: dict[str, torch.Tensor] | None = None,
         on_evaluation: Callable[[], None] | None = None,
+        context_cache: ContextProjectionCache | None = None,
     ):
         self.layers = layers
         self.modules = modules
@@ -52,6 +54,8 @@ class ActivationRecorder:
         self.weights = weights or {}
         self._device_weights: dict[str, torch.Tensor] = {}
         self.on_evaluation = on_evaluation
+        self.context_cache = context_cache
+        self._patcher = None
         self.unet_calls = 0
         self._reset_batch(None, 0)
 
@@ -65,6 +69,8 @@ class ActivationRecorder:
 
     def begin_batch(self, accumulators: dict[str, statistics.MomentAccumulator], batch_size: int) -> None:
         self._reset_batch(accumulators, batch_size)
+        if self.context_cache is not None:
+            self.context_cache.clear()
 
     @property
     def complete(self) -> bool:
@@ -77,8 +83,10 @@ class ActivationRecorder:
             raise StopSampling
         self._chunks = list(transformer_options.get("cond_or_uncond") or [COND])
         handles = [self.modules[layer.module_path].register_forward_pre_hook(self._hook(layer)) for layer in self.layers]
+        cache = self.context_cache if self.context_cache is not None and cacheable(self._patcher) else None
         try:
-            output = executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+            with cache.serving(tuple(self._chunks)) if cache is not None else contextlib.nullcontext():
+                output = executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
         finally:
             for handle in handles:
                 handle.remove()
@@ -93,6 +101,8 @@ class ActivationRecorder:
         model_options shares this recorder instead of copying it."""
         def apply_model_wrapper(executor, *args, **kwargs):
             return self.wrapper(executor, *args, **kwargs)
+
+        self._patcher = patcher
 
         patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, key, apply_model_wrapper)
 

@@ -15,6 +15,7 @@ from ..core.errors import FIAInputError
 from ..core.record import RecordingProvenance, SaliencyRecord
 from ..core.request import ConceptRequest, resolve_concepts
 from ..core.statistics import FORMS, MomentAccumulator, Moments
+from .context_cache import ContextProjectionCache, context_projections
 from .layers import effective_weights, layers_of_patcher, modules_by_path, original_weights
 from .recording import (
     REFERENCE_SCHEDULE_FAMILIES,
@@ -176,9 +177,9 @@ def record_moments(
             progress(done, total_calls)
 
     work = patcher.clone()
-    recorder = ActivationRecorder(
-        layers, modules_by_path(patcher.model.diffusion_model, layers), form, settings, weights, step_done
-    )
+    unet = patcher.model.diffusion_model
+    recorder = ActivationRecorder(layers, modules_by_path(unet, layers), form, settings, weights, step_done,
+                                  ContextProjectionCache(context_projections(unet)))
     recorder.install(work)
     device = patcher.load_device
     negative = encode("")
