@@ -270,6 +270,18 @@ def test_training_resumes_bit_for_bit(tmp_path: Path) -> None:
     assert any(k.startswith("text_encoder.") for k in weights)
 
 
+def test_context_memo_gives_the_encoders_own_rows(emoji_model, world: EmojiWorld) -> None:
+    """Training reads contexts from a memo: each prompt's row must be the batch encoder's, bit for bit."""
+    from toyworld.common.training import ContextMemo
+
+    memo = ContextMemo(emoji_model.encoder, max_prompts=40)
+    for seed in range(3):  # later batches repeat prompts (the memo serves them) and outgrow max_prompts
+        _, prompts, _ = world.batch(seed, 24)
+        prompts += prompts[:4]
+        assert torch.equal(memo(prompts), emoji_model.encoder(prompts))
+    assert 0 < len(memo.rows) <= 40
+
+
 # --- the base-quality protocol --------------------------------------------------------------
 
 def test_quality_probes_cover_every_bar_with_fixed_seeds(reader_world: EmojiWorld) -> None:

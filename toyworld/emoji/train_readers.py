@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--held-out", type=int, default=2000)
+    ap.add_argument("--p-place", type=float, default=0.25, help="share of training images placed on a scene")
     ap.add_argument("--init", type=Path, default=None, help="continue from these reader weights (same concepts)")
     ap.add_argument("--out", type=Path, default=WEIGHTS)
     ap.add_argument("--report", type=Path, default=Path(__file__).parent / "reports" / "readers.json")
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     opt = torch.optim.AdamW(reader.parameters(), lr=a.lr, weight_decay=1e-4)
     start = time.time()
     for step in range(a.steps):
-        images, concept, style, places = labelled_batch(world, a.seed * 1_000_003 + step, a.batch)
+        images, concept, style, places = labelled_batch(world, a.seed * 1_000_003 + step, a.batch, p_place=a.p_place)
         placed = places >= 0
         for g in opt.param_groups:
             g["lr"] = a.lr * min(1.0, (step + 1) / 200) * 0.5 * (1 + math.cos(math.pi * step / a.steps))
