@@ -212,6 +212,21 @@ def revive(patcher, iterations: int, rank_fraction: float = RANK_FRACTION, keep_
                    "iterations": iterations, "keep_ratio": keep_ratio}
 
 
+def weight_recovery(revived, unlearned) -> dict[str, float]:
+    """How near the revival came to the weights pruning removed, which the benchmark knows and
+    the attack never reads: over the zeroed entries, the share whose sign it restored and the
+    relative error |filled - original| / |original|."""
+    _, layers = layers_of_patcher(unlearned)
+    originals = original_weights(unlearned, layers)
+    zeroed = effective_weights(unlearned, layers, originals)
+    filled = effective_weights(revived, layers, originals)
+    where = torch.cat([(zeroed[k] == 0).flatten() for k in originals])
+    before = torch.cat([originals[k].float().flatten() for k in originals])[where]
+    after = torch.cat([filled[k].flatten() for k in originals])[where]
+    return {"sign_restored": round(float((after.sign() == before.sign()).float().mean()), 4),
+            "relative_error": round(float((after - before).norm() / before.norm().clamp_min(1e-12)), 4)}
+
+
 # --- the task ----------------------------------------------------------------------------------
 
 def robustness(bench: Bench) -> dict:
@@ -228,7 +243,8 @@ def robustness(bench: Bench) -> dict:
     for name in PRUNING:
         revived[name] = models[name]
         for keep in (1.0, KEEP_RATIO):
-            revived[f"{name} revived (keep {keep:g})"] = revive(models[name][0], protocol.completion_iterations, keep_ratio=keep)
+            model, did = revive(models[name][0], protocol.completion_iterations, keep_ratio=keep)
+            revived[f"{name} revived (keep {keep:g})"] = (model, {**did, **weight_recovery(model, models[name][0])})
     revival = bench.compare(revived, bench.object_probes(concepts, preserve), bench.forgetting)
     search = {c: adversarial(bench, models["fia"][0], world.by_name(c), 80_000 + 1_000 * i)
               for i, c in enumerate(concepts[:protocol.attacked])}
