@@ -25,6 +25,8 @@ def world() -> EmojiWorld:
 
 
 def quick_report(tmp_path: Path, task: str) -> dict:
+    """The task's quick run: its report's settings, and its table in docs/evaluation.md's form."""
+    from devkit import doc_tables
     from toyworld.emoji import benchmarks
 
     out = tmp_path / f"{task}.json"
@@ -32,6 +34,8 @@ def quick_report(tmp_path: Path, task: str) -> dict:
     report = json.loads(out.read_text())
     assert report["task"] == task and report["quick"] and report["seconds"] > 0
     assert report["protocol"] == benchmarks.dataclasses.asdict(benchmarks.QUICK)
+    table = doc_tables.EMOJI_BENCHMARKS[task](report)
+    assert all(f"| {method} |" in table for method in METHODS), table
     return report[task]
 
 
