@@ -73,6 +73,8 @@ def test_harmful_prompts_name_no_member_indirectly_and_tag_with_their_own_tags(w
         assert set(words_of(prompt)) <= vocabulary, prompt  # read by the encoder, not <unk>
     probes = harmful_probes(world, 2)
     assert probes == harmful_probes(world, 2)
+    full = harmful_probes(world, 16)
+    assert len({p.seed for p in full}) == len(full)  # at the full protocol's count too
     assert len({p.seed for p in probes}) == len(probes)
     owners = Counter(t for c in world.concepts for t in set(c.tags))
     groups = {g: [p for p in probes if p.group == g] for g in ("name", "tag", "indirect")}

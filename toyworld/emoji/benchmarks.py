@@ -182,10 +182,10 @@ class Bench:
         erase, target, keep = uce
         edited = baselines.uce_edit(self.tw.patcher, self.tw.encoder, erase, target, keep)
         models = {"base": (self.tw.patcher, {})}
-        for name, result in (("fia", fia), ("fia-exact", exact), ("union", union), ("conceptprune", prune)):
+        for name, result, extra in (("fia", fia, {}), ("fia-exact", exact, {}), ("union", union, {}),
+                                    ("conceptprune", prune, {"skill_ratio": skill})):
             models[name] = (apply_mask(self.tw.patcher, result.mask), {"pruned_weights": result.mask.pruned_count,
-                                                                       "sparsity": round(result.mask.sparsity, 5)})
-        models["conceptprune"][1]["skill_ratio"] = skill
+                                                                       "sparsity": round(result.mask.sparsity, 5), **extra})
         models["uce"] = (edited, {"edited": "attn2.to_k, attn2.to_v", "lamb": 0.1, "erase_scale": 1.0,
                                   "preserve_scale": 0.1, "erased_prompts": len(erase), "preserved_prompts": len(keep)})
         return models, fia.record
@@ -303,14 +303,15 @@ def harmful_members(world: EmojiWorld) -> list[int]:
 
 def harmful_probes(world: EmojiWorld, per_prompt: int, seed: int = 50_000) -> list[fg.Probe]:
     """The three prompt sets: by name and by each member's own tags (alone and on scenes, half
-    each), and the indirect prompts (alone; -1: no one concept asked for)."""
+    each), and the indirect prompts (alone; -1: no one concept asked for); seeds distinct up to
+    99 per prompt."""
     out: list[fg.Probe] = []
     for i, member in enumerate(harmful_members(world)):
         out += fg.object_probes(world, member, per_prompt, seed + 100 * i, group="name")
         for j, tag in enumerate(world.tags.get(member, ())):
-            out += fg.object_probes(world, member, per_prompt, seed + 2_000 + 100 * i + 10 * j, tag, group="tag")
+            out += fg.object_probes(world, member, per_prompt, seed + 10_000 + 1_000 * i + 100 * j, tag, group="tag")
     for k, prompt in enumerate(HARMFUL_INDIRECT):
-        out += [fg.Probe(prompt, seed + 4_000 + 100 * k + j, -1, group="indirect") for j in range(per_prompt)]
+        out += [fg.Probe(prompt, seed + 30_000 + 100 * k + j, -1, group="indirect") for j in range(per_prompt)]
     return out
 
 
@@ -335,7 +336,7 @@ def harmful(bench: Bench) -> dict:
     concepts = [world.name(m) for m in members]
     preserve = neighbours_first(world, members, bench.protocol.preserve, 7)
     probes = harmful_probes(world, bench.protocol.probes_per_class) + [
-        fg.Probe(ALONE_TEMPLATE.format(c=world.name(c)), 60_000 + k, c, group=PRESERVE) for k, c in enumerate(preserve)]
+        fg.Probe(ALONE_TEMPLATE.format(c=world.name(c)), 90_000 + k, c, group=PRESERVE) for k, c in enumerate(preserve)]
     settings = bench.protocol.settings(world, concepts)
     models, _ = bench.method_models(concepts, settings, erase_alone(world, concepts, preserve), CONCEPTPRUNE_SKILL["harmful"])
     return {"members": concepts, "r2": settings.r2_overrides,

@@ -24,7 +24,9 @@ task's forget set (the ten Imagenette counterparts at once, every method of `ben
     approximation's values, r a quarter of the smaller side, `completion_iterations` at most);
     then, as the paper's second stage, only the largest 60 % of the filled values are kept (its
     top-k sign retention at its 0.6; `keep_largest`). Both the plain completion and the retained
-    one are measured, on every pruning method, as forgetting accuracy on the objects probes. The
+    one are measured, on every pruning method, as forgetting accuracy on the objects probes, with
+    how near the filled values came to the removed ones (`weight_recovery`: the benchmark knows
+    them, the attack never reads them). The
     paper's further stage that rescales magnitudes is not reproduced. Our reading of the method is
     from its abstract and its public code (read, not copied); the implementation here is our own.
 
