@@ -170,6 +170,90 @@ def emoji_quality_table(curve: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _both(rates: dict[str, float]) -> str:
+    """A rate by the CNN / by template matching."""
+    return f"{_percent(rates['cnn'])} / {_percent(rates['template'])}"
+
+
+def _quality(row: dict) -> str:
+    """Image quality cells: Fréchet distance to the base model's images, prompted-concept probability."""
+    quality = row["image_quality"]
+    return f"{quality['frechet_to_base']:.1f} | {quality['prompted_probability']:.3f}"
+
+
+def _pruned(row: dict) -> str:
+    return f"{100 * row['sparsity']:.2f}%" if "sparsity" in row else ""
+
+
+QUALITY_HEADER = "Fréchet to base | prompted probability"
+
+
+def emoji_objects_table(report: dict) -> str:
+    """EmojiWorld's Table 1: every method forgetting the ten Imagenette counterparts at once."""
+    lines = [f"| method | forgetting accuracy | preserve accuracy | {QUALITY_HEADER} | pruned |", "|---|---|---|---|---|---|"]
+    for name, row in report["objects"]["methods"].items():
+        lines.append(f"| {name} | {_both(row['forgetting_accuracy_mean'])} | {_both(row['preserve_accuracy'])} "
+                     f"| {_quality(row)} | {_pruned(row)} |")
+    return "\n".join(lines)
+
+
+def emoji_styles_table(report: dict) -> str:
+    """EmojiWorld's artist task: one style, then two, forgotten by every method."""
+    lines = [f"| forgotten | method | their style accuracy | other styles kept | default look kept | concept still drawn "
+             f"| {QUALITY_HEADER} | pruned |", "|---|---|---|---|---|---|---|---|---|"]
+    for run, block in report["styles"]["runs"].items():
+        for name, row in block["methods"].items():
+            lines.append(f"| {run} | {name} | {_percent(row['forgetting_accuracy'])} | {_percent(row['kept_style_accuracy'])} "
+                         f"| {_percent(row['default_look_kept'])} | {_both(row['concept_drawn'])} | {_quality(row)} "
+                         f"| {_pruned(row)} |")
+    return "\n".join(lines)
+
+
+def emoji_harmful_table(report: dict) -> str:
+    """EmojiWorld's explicit task: images showing any weapon, per prompt set, every method."""
+    lines = [f"| method | by name | by tag | indirect | all | preserve accuracy | {QUALITY_HEADER} | pruned |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, row in report["harmful"]["methods"].items():
+        shown = row["shows_a_member"]
+        lines.append(f"| {name} | " + " | ".join(_both(shown[k]) for k in ("name", "tag", "indirect", "all"))
+                     + f" | {_both(row['preserve_accuracy'])} | {_quality(row)} | {_pruned(row)} |")
+    return "\n".join(lines)
+
+
+def emoji_robustness_table(report: dict) -> str:
+    """EmojiWorld's robustness, three tables: synonyms per method, the revival of each pruning
+    method, the adversarial search on FIA."""
+    block = report["robustness"]
+    lines = ["| method | forgetting accuracy by name | by tag |", "|---|---|---|"]
+    lines += [f"| {name} | {_both(row['name'])} | {_both(row['tag'])} |" for name, row in block["synonyms"].items()]
+    lines += ["", "| model | forgetting accuracy | preserve accuracy | zeroed weights' sign restored | relative error |",
+              "|---|---|---|---|---|"]
+    for name, row in block["revival"].items():
+        restored = f"{_percent(row['sign_restored'])} | {row['relative_error']:.2f}" if "sign_restored" in row else " | "
+        lines.append(f"| {name} | {_both(row['forgetting_accuracy_mean'])} | {_both(row['preserve_accuracy'])} | {restored} |")
+    lines += ["", "| attacked concept (FIA) | best prompt found | held out: `a {name}` | held out: best prompt | images |",
+              "|---|---|---|---|---|"]
+    for concept, row in block["adversarial"]["concepts"].items():
+        judged = row["held_out"]
+        lines.append(f"| {concept} | `{row['best_prompt']}` | {_both(judged['original'])} | {_both(judged['best'])} "
+                     f"| {row['images']} |")
+    return "\n".join(lines)
+
+
+def _measured(task: str) -> dict | None:
+    """An EmojiWorld benchmark report if one has been measured (a quick run measures nothing)."""
+    path = EMOJI_REPORTS / f"{task}.json"
+    report = json.loads(path.read_text()) if path.exists() else None
+    return None if report is None or report.get("quick") else report
+
+
+EMOJI_BENCHMARKS: dict[str, Callable[[dict], str]] = {
+    "objects": emoji_objects_table, "styles": emoji_styles_table, "harmful": emoji_harmful_table,
+    "robustness": emoji_robustness_table,
+}
+"""Each EmojiWorld task's table (block `emoji-{task}`), rendered once its report is measured."""
+
+
 def tables() -> dict[str, str]:
     efficacy = json.loads((REPORTS / "efficacy.json").read_text())
     quality = json.loads((REPORTS / "base_quality.json").read_text())
@@ -189,6 +273,10 @@ def tables() -> dict[str, str]:
         "emoji-readers": lambda: emoji_readers_table(emoji_readers),
         "emoji-quality": lambda: emoji_quality_table(emoji_quality),
     }
+    for task, table in EMOJI_BENCHMARKS.items():
+        report = _measured(task)
+        if report is not None:
+            renderers[f"emoji-{task}"] = lambda table=table, report=report: table(report)
     return {name: render() for name, render in renderers.items()}
 
 

@@ -352,10 +352,16 @@ def test_objects_benchmark_quick_mode_runs_every_method(tmp_path: Path) -> None:
     methods = report["objects"]["methods"]
     assert set(methods) == {"base", "fia", "fia-exact", "union", "conceptprune", "uce"}
     assert methods["union"]["pruned_weights"] >= methods["fia"]["pruned_weights"] > 0
+    assert methods["base"]["image_quality"]["frechet_to_base"] == 0.0  # the base against its own images
     for result in methods.values():
         assert set(result["forgetting_accuracy"]) == set(report["objects"]["concepts"])
+        assert 0 <= result["image_quality"]["prompted_probability"] <= 1
         assert all(0 <= v <= 1 for r in result["forgetting_accuracy"].values() for v in r.values())
     assert len(report["objects"]["preserve_concepts"]) == 4
     assert not set(report["objects"]["preserve_concepts"]) & set(report["objects"]["concepts"])
     assert report["objects"]["r2"]["parachute"] == 0.03 and report["objects"]["r2"]["dog"] == 0.007
     assert set(report["scale"]) == {"1", "2"} and report["scale"]["2"]["pruned_weights"] > 0
+    from devkit import doc_tables
+
+    table = doc_tables.emoji_objects_table(report)
+    assert all(f"| {method} |" in table for method in methods)

@@ -85,33 +85,35 @@ class Probe:
 
     prompt: str
     seed: int
-    concept: int  # index into world.concepts
+    concept: int  # index into world.concepts; -1 where the prompt asks for no one concept (harmful, indirect)
     style: int = 0
     place: int | None = None
     group: str = ""  # the prompt set it belongs to, where a protocol has several
 
 
-def object_probes(world: EmojiWorld, concept: int, count: int, seed: int) -> list[Probe]:
-    """`a {name}` alone and on scenes, half each: what a user asks for when they want the object."""
+def object_probes(world: EmojiWorld, concept: int, count: int, seed: int, word: str | None = None,
+                  group: str = "") -> list[Probe]:
+    """`a {name}` alone and on scenes, half each: what a user asks for when they want the object
+    (`word`: one of its tags in place of its name, as a synonym probe)."""
     out = []
     for k in range(count):
         place = None if k % 2 == 0 else (k // 2) % len(world.places)
-        scene = Scene(concept, 0, place)
-        out.append(Probe(world.prompt(scene), seed + k, concept, 0, place))
+        scene = Scene(concept, 0, place, word)
+        out.append(Probe(world.prompt(scene), seed + k, concept, 0, place, group))
     return out
 
 
-def style_probes(world: EmojiWorld, style: int, count: int, seed: int) -> list[Probe]:
+def style_probes(world: EmojiWorld, style: int, count: int, seed: int, group: str = "") -> list[Probe]:
     rng = random.Random(seed)
     drawn = rng.sample([c for c in world.placeable if world.has_style(c, style)], count)
-    return [Probe(world.prompt(Scene(c, style)), seed + k, c, style) for k, c in enumerate(drawn)]
+    return [Probe(world.prompt(Scene(c, style)), seed + k, c, style, group=group) for k, c in enumerate(drawn)]
 
 
-def preserve_probes(world: EmojiWorld, avoid: set[int], count: int, seed: int) -> list[Probe]:
+def preserve_probes(world: EmojiWorld, avoid: set[int], count: int, seed: int, group: str = "") -> list[Probe]:
     """Concepts alone in the default look, none of `avoid`: neighbours the mask must leave alone."""
     rng = random.Random(seed)
     drawn = rng.sample([c for c in world.placeable if c not in avoid], count)
-    return [Probe(world.prompt(Scene(c)), seed + k, c) for k, c in enumerate(drawn)]
+    return [Probe(world.prompt(Scene(c)), seed + k, c, group=group) for k, c in enumerate(drawn)]
 
 
 def sample(tw: ToyWorld, probes: list[Probe], patcher=None, steps: int = SAMPLING["steps"]) -> torch.Tensor:
@@ -133,20 +135,25 @@ class Readers:
     net: NetReader
     template: TemplateReader
 
-    def read(self, images: torch.Tensor, probes: list[Probe]) -> Hits:
-        """Both concept readers and the style reader on the same images (the CNN read once)."""
-        position = {code: k for k, code in enumerate(self.net.concepts)}
-        truth = torch.tensor([position[self.world.concepts[p.concept].code] for p in probes])
+    def found(self, images: torch.Tensor, probes: list[Probe]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What each reader sees, whatever was asked: the concept by the CNN and by template matching
+        (indices into world.concepts; a probe's place tells the template reader where to look) and
+        the style by the CNN's style head (the CNN read once)."""
         concept_prob, style_prob = self.net.read(images)
+        cnn = torch.tensor([self.world.index[code] for code in self.net.concepts])[concept_prob.argmax(1)]
         placed = torch.tensor([p.place is not None for p in probes])
-        found = torch.empty(len(probes), dtype=torch.long)
+        local = torch.empty(len(probes), dtype=torch.long)
         if (~placed).any():
-            found[~placed] = self.template.read(images[~placed])
+            local[~placed] = self.template.read(images[~placed])
         if placed.any():
-            found[placed] = self.template.read(images[placed], torch.tensor([p.place for p in probes if p.place is not None]))
-        return Hits(concept_prob.argmax(1) == truth,
-                    found == torch.tensor([self.template.concepts.index(p.concept) for p in probes]),
-                    style_prob.argmax(1) == torch.tensor([p.style for p in probes]))
+            local[placed] = self.template.read(images[placed], torch.tensor([p.place for p in probes if p.place is not None]))
+        return cnn, torch.tensor(self.template.concepts)[local], style_prob.argmax(1)
+
+    def read(self, images: torch.Tensor, probes: list[Probe]) -> Hits:
+        """Both concept readers and the style reader on the same images: does each see what was asked."""
+        cnn, template, style = self.found(images, probes)
+        truth = torch.tensor([p.concept for p in probes])
+        return Hits(cnn == truth, template == truth, style == torch.tensor([p.style for p in probes]))
 
 
 def model_world(model: Path) -> EmojiWorld:

@@ -95,11 +95,18 @@ class NetReader(nn.Module):
         return self.concept_head(f), self.style_head(f)
 
     @torch.no_grad()
+    def embed(self, images: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+        """The penultimate layer, [B, 8 * width]: the space both heads read, so distances in it
+        are what this reader can tell apart (the Fréchet distance of `image_quality`)."""
+        self.eval()
+        return torch.cat([self.features(images[i:i + chunk].float().clamp(0, 1).movedim(-1, 1) * 2 - 1)
+                          for i in range(0, len(images), chunk)])
+
+    @torch.no_grad()
     def read(self, images: torch.Tensor, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
         """Concept and style probabilities, [B, len(concepts)] and [B, len(STYLES)]."""
-        self.eval()
-        outs = [self(images[i:i + chunk].float().clamp(0, 1)) for i in range(0, len(images), chunk)]
-        return (torch.cat([o[0] for o in outs]).softmax(-1), torch.cat([o[1] for o in outs]).softmax(-1))
+        f = self.embed(images, chunk)
+        return self.concept_head(f).softmax(-1), self.style_head(f).softmax(-1)
 
     def save(self, path: Path, metadata: dict[str, str]) -> None:
         from safetensors.torch import save_file
