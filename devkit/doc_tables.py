@@ -194,6 +194,11 @@ def emoji_objects_table(report: dict) -> str:
     for name, row in report["objects"]["methods"].items():
         lines.append(f"| {name} | {_both(row['forgetting_accuracy_mean'])} | {_both(row['preserve_accuracy'])} "
                      f"| {_quality(row)} | {_pruned(row)} |")
+    sweep = report["objects"].get("r2_sweep", {})
+    if sweep:
+        lines += ["", "| FIA, r2 for all ten | forgetting accuracy | preserve accuracy | pruned |", "|---|---|---|---|"]
+        lines += [f"| {r2} | {_both(row['forgetting_accuracy_mean'])} | {_both(row['preserve_accuracy'])} | {_pruned(row)} |"
+                  for r2, row in sweep.items()]
     return "\n".join(lines)
 
 

@@ -347,7 +347,7 @@ def test_objects_benchmark_quick_mode_runs_every_method(tmp_path: Path) -> None:
     from toyworld.emoji import benchmarks
 
     out = tmp_path / "objects.json"
-    benchmarks.main(["--quick", "--scale", "--report", str(out), "--threads", "1"])
+    benchmarks.main(["--quick", "--scale", "--r2-sweep", "--report", str(out), "--threads", "1"])
     report = json.loads(out.read_text())
     methods = report["objects"]["methods"]
     assert set(methods) == {"base", "fia", "fia-exact", "union", "conceptprune", "uce"}
@@ -361,7 +361,11 @@ def test_objects_benchmark_quick_mode_runs_every_method(tmp_path: Path) -> None:
     assert not set(report["objects"]["preserve_concepts"]) & set(report["objects"]["concepts"])
     assert report["objects"]["r2"]["parachute"] == 0.03 and report["objects"]["r2"]["dog"] == 0.007
     assert set(report["scale"]) == {"1", "2"} and report["scale"]["2"]["pruned_weights"] > 0
+    sweep = [report["objects"]["r2_sweep"][str(r2)] for r2 in benchmarks.R2_SWEEP[::2]]
+    assert all(a["pruned_weights"] < b["pruned_weights"] for a, b in zip(sweep, sweep[1:]))  # more r2, more pruned
+    assert all(set(s["forgetting_accuracy"]) == set(report["objects"]["concepts"]) for s in sweep)
     from devkit import doc_tables
 
     table = doc_tables.emoji_objects_table(report)
     assert all(f"| {method} |" in table for method in methods)
+    assert all(f"| {r2} |" in table for r2 in report["objects"]["r2_sweep"])

@@ -43,6 +43,7 @@ import dataclasses
 import random
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -61,6 +62,8 @@ from .world import ALONE_TEMPLATE, HARMFUL_CODES, NAMED_STYLES, EmojiWorld
 REPORTS = Path(__file__).parent / "reports"
 CONCEPTPRUNE_SKILL = {"objects": 0.01, "styles": 0.02, "harmful": 0.01}
 SCALE = (1, 10, 30, 100)
+R2_SWEEP = (0.002, 0.007, 0.015, 0.03, 0.06)
+"""r2 for all ten at once, around the paper's objects values (0.007; 0.03 for three classes)."""
 STYLE_RUNS = (("lineart",), ("lineart", "noto"))
 PRESERVE = "preserve"  # the probe group every task keeps, and image quality is measured on
 READERS = ("cnn", "template")
@@ -207,8 +210,9 @@ def group_rates(hits: fg.Hits, probes: list[fg.Probe], *groups: str) -> dict[str
     return {r: hit_rate(getattr(hits, r)[where]) for r in READERS}
 
 
-def objects(bench: Bench) -> dict:
-    """Table 1 in EmojiWorld: ten counterparts at once, every method, and forget-5/keep-5."""
+def objects(bench: Bench, r2_values: tuple[float, ...] = ()) -> dict:
+    """Table 1 in EmojiWorld: ten counterparts at once, every method, and forget-5/keep-5;
+    with `r2_values`, FIA's selection from the same recording at each r2 (all ten alike)."""
     world = bench.world
     concepts = fg.imagenette(world)
     preserve = neighbours_first(world, [world.by_name(c) for c in concepts], bench.protocol.preserve, 7)
@@ -223,8 +227,14 @@ def objects(bench: Bench) -> dict:
     five = bench.forgetting(bench.sample(apply_mask(bench.tw.patcher, half.mask), five_probes), five_probes)
     overall = {r: round(harmonic_overall(five["forgetting_accuracy_mean"][r], five["preserve_accuracy"][r]), 4)
                for r in READERS}
+    sweep = {}
+    for r2 in r2_values:
+        chosen = masks_from(record, dataclasses.replace(settings, r2=r2, r2_overrides={}))
+        sweep[str(r2)] = {"pruned_weights": chosen.mask.pruned_count, "sparsity": round(chosen.mask.sparsity, 5),
+                          **bench.forgetting(bench.sample(apply_mask(bench.tw.patcher, chosen.mask), probes), probes)}
     return {"concepts": concepts, "r2": settings.r2_overrides, "preserve_concepts": [world.name(c) for c in preserve],
-            "methods": results, "forget5_keep5": {"forgotten": first, "kept": second, **five, "overall": overall}}
+            "methods": results, "forget5_keep5": {"forgotten": first, "kept": second, **five, "overall": overall},
+            **({"r2_sweep": sweep} if sweep else {})}
 
 
 def scale(bench: Bench, counts: tuple[int, ...] = SCALE) -> dict:
@@ -355,6 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", type=Path, default=Path(__file__).resolve().parents[1] / "weights" / "emojiworld.safetensors")
     ap.add_argument("--task", choices=tuple(tasks), default="objects")
     ap.add_argument("--scale", action="store_true", help="objects: also forget 1, 10, 30 and 100 concepts at once")
+    ap.add_argument("--r2-sweep", action="store_true", help="objects: also FIA at each r2 of R2_SWEEP")
     ap.add_argument("--quick", action="store_true", help="a few images and pairs: checks the code, measures nothing")
     ap.add_argument("--report", type=Path, default=None, help="default: reports/<task>.json")
     ap.add_argument("--threads", type=int, default=2)
@@ -363,6 +374,8 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     protocol = QUICK if a.quick else Protocol()
     bench = Bench(a.model, protocol)
+    if a.r2_sweep:
+        tasks["objects"] = partial(objects, r2_values=R2_SWEEP[::2] if a.quick else R2_SWEEP)
     report = {"task": a.task, "model": a.model.name, "model_step": int(bench.tw.metadata.get("step", 0)),
               "protocol": dataclasses.asdict(protocol), "sampling": fg.SAMPLING, "quick": a.quick,
               "date": time.strftime("%Y-%m-%d"), a.task: tasks[a.task](bench)}
