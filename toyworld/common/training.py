@@ -202,7 +202,8 @@ def train(a: argparse.Namespace, unet_config: dict, batch: Batch,
     alphas_cumprod = 1.0 / (1.0 + sigmas**2)
     ema = {n: p.detach().clone() for n, p in unet.named_parameters()}
     params = [p for p in unet.parameters()]
-    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    # fused: one kernel for all parameters (an EmojiWorld step spent 0.1 s in the per-tensor update)
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0, betas=(0.9, 0.99), fused=True)
     state_path = a.state
     state_path.parent.mkdir(parents=True, exist_ok=True)
     step, minutes_before = 0, 0.0
