@@ -1,7 +1,7 @@
 # The README's two commands: `make demo` (main job) and `make test` (tests).
 PY := .venv/bin/python
 
-.PHONY: env browser-env emoji-data test unit lint demo emoji-demo thumbnails bench-perf bench-official bench-efficacy clean
+.PHONY: env browser-env emoji-data test unit lint demo shapes-demo thumbnails bench-perf bench-official bench-efficacy clean
 
 env:
 	./scripts/provision.sh
@@ -25,12 +25,13 @@ test: env browser-env emoji-data lint
 unit: env
 	$(PY) -m pytest -q -m "not slow and not toyworld and not server and not browser"
 
-demo: env
-	$(PY) -m toyworld.experiments.demo
-
-# FIA on EmojiWorld: three objects and a style at once (out/emoji_demo/); `make demo` once its model draws them
-emoji-demo: env emoji-data
+# the main job: FIA on EmojiWorld, three objects and a style at once (out/demo/: grid, mask, report, verdict)
+demo: env emoji-data
 	$(PY) -m toyworld.emoji.demo
+
+# the same on the shapes world (ToyWorld v3: red, circle and striped; out/shapes_demo/)
+shapes-demo: env
+	$(PY) -m toyworld.experiments.demo
 
 # workflows/<name>.jpg, the template browser's pictures: each graph in the newest frontend (re-run after editing one)
 thumbnails: env browser-env

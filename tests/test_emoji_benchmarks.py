@@ -231,3 +231,44 @@ def test_robustness_task_quick_run_reports_synonyms_search_and_revival(tmp_path:
         assert result["held_out"]["original"]["prompt"] == f"a {concept}"
         assert len(words_of(result["best_prompt"])) == 3 + len(words_of(f"a {concept}"))
         assert result["search_score"] >= result["start_score"]
+
+
+# --- the demo (`make demo`) -------------------------------------------------------------------
+
+def test_demo_refuses_an_object_the_model_never_learnt(tmp_path: Path) -> None:
+    from toyworld.emoji import demo
+
+    with pytest.raises(SystemExit, match="--objects: the model was not trained on 'cityscape'"):
+        demo.main(["--objects", "cityscape", "--out", str(tmp_path)])
+    assert not any(tmp_path.iterdir())  # refused before anything was sampled or written
+
+
+def test_demo_verdict_judges_only_what_the_base_model_draws() -> None:
+    from toyworld.emoji.demo import verdict
+
+    def rates(before: float, after: float) -> dict:
+        return {"before": {"cnn": before, "template": before / 2}, "after": {"cnn": after, "template": after}}
+
+    measured = {"dog": rates(0.9, 0.05), "church": rates(0.8, 0.6), "other concepts": rates(0.7, 0.68)}
+    said = verdict(measured, ["dog", "church"])
+    assert said.startswith("Forgotten: dog.") and "Still drawn: church." in said
+    assert "Kept (at least 90% of the base model's rate): other concepts." in said
+    measured["church"] = rates(0.3, 0.0)
+    assert verdict(measured, ["dog", "church"]).startswith("Cannot judge: the base model draws church in 30%")
+
+
+@pytest.mark.slow
+def test_demo_quick_run_writes_grid_mask_and_report(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from fia_engine import load_mask
+    from toyworld.emoji import demo
+
+    demo.main(["--quick", "--objects", "dog", "fish", "--styles", "noto", "--out", str(tmp_path), "--threads", "1"])
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["forgotten"] == ["dog", "fish", "noto"] and report["pruned_weights"] > 0
+    assert set(report["rates"]) >= {"dog", "fish", "noto", "other concepts", "lineart style"}
+    assert report["verdict"] and report["verdict"] in (tmp_path / "report.md").read_text()
+    assert load_mask(tmp_path / "mask.safetensors").pruned_count == report["pruned_weights"]
+    grid = Image.open(tmp_path / "grid.png")
+    assert grid.width > 2 * 2 * demo.TILE and grid.height > len(report["rates"]) * demo.TILE

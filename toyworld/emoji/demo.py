@@ -2,7 +2,7 @@
 
     python -m toyworld.emoji.demo [--objects dog church parachute] [--styles lineart]
 
-Writes to out/emoji_demo/ (or --out): grid.png (the same prompts and seeds before | after, the
+`make demo`. Writes to out/demo/ (or --out): grid.png (the same prompts and seeds before | after, the
 prompt under each tile; forgotten rows first, then kept ones), mask.safetensors, report.json and
 report.md with the rates both concept readers measure and a verdict computed from them.
 """
@@ -22,6 +22,7 @@ from fia_engine import apply_mask, save_mask
 
 from ..common.loader import load_toyworld
 from . import forgetting as fg
+from .benchmarks import QUICK, Protocol
 from .data import STYLES
 from .readers import TemplateReader, load_reader
 from .world import NAMED_STYLES
@@ -58,7 +59,7 @@ def draw_grid(rows: list[tuple[str, list[fg.Probe]]], before: torch.Tensor, afte
 
 
 def measure(tw, readers: fg.Readers, groups: dict[str, tuple[str, list[fg.Probe]]],
-            unlearned) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
+            unlearned, steps: int = fg.SAMPLING["steps"]) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
     """Per group, before and after: how often the readers see what the prompt asks (the concept,
     by the CNN and by templates; for a style, the style), and the images they read."""
     out, images = {}, {}
@@ -66,7 +67,7 @@ def measure(tw, readers: fg.Readers, groups: dict[str, tuple[str, list[fg.Probe]
         row = {"kind": kind, "images": len(probes)}
         images[name] = {}
         for when, patcher in (("before", None), ("after", unlearned)):
-            images[name][when] = sampled = fg.sample(tw, probes, patcher)
+            images[name][when] = sampled = fg.sample(tw, probes, patcher, steps=steps)
             hits = readers.read(sampled, probes)
             rates = {"style": hits.style} if kind == "style" else {"cnn": hits.cnn, "template": hits.template}
             row[when] = {k: round(float(v.float().mean()), 4) for k, v in rates.items()}
@@ -103,8 +104,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--styles", nargs="*", default=STYLE_NAMES, choices=NAMED_STYLES, help="styles to forget")
     ap.add_argument("--model", type=Path, default=MODEL)
     ap.add_argument("--probes", type=int, default=12, help="images per group for the rates")
-    ap.add_argument("--out", type=Path, default=Path("out/emoji_demo"))
+    ap.add_argument("--out", type=Path, default=Path("out/demo"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="2 pairs, T = 1, 2 sampling steps, 2 images a group: "
+                    "checks the code, shows nothing")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     trained = fg.model_world(a.model)
@@ -116,7 +119,9 @@ def main(argv: list[str] | None = None) -> None:
     tw = load_toyworld(a.model)
     readers = fg.Readers(trained, load_reader(), TemplateReader(trained, trained.trained))
     started = time.perf_counter()
-    mask = fg.forget(tw, trained, forgotten).mask
+    protocol = QUICK if a.quick else Protocol()
+    probes_per_group = 2 if a.quick else a.probes
+    mask = fg.forget(tw, trained, forgotten, protocol.settings(trained, forgotten)).mask
     fia_seconds = time.perf_counter() - started
     unlearned = apply_mask(tw.patcher, mask)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -125,13 +130,13 @@ def main(argv: list[str] | None = None) -> None:
     avoid = {trained.by_name(c) for c in a.objects}
     groups: dict[str, tuple[str, list[fg.Probe]]] = {}
     for i, name in enumerate(a.objects):
-        groups[name] = ("object", fg.object_probes(trained, trained.by_name(name), a.probes, 1000 * (i + 1)))
+        groups[name] = ("object", fg.object_probes(trained, trained.by_name(name), probes_per_group, 1000 * (i + 1)))
     for i, style in enumerate(a.styles):
-        groups[style] = ("style", fg.style_probes(trained, STYLES.index(style), a.probes, 5000 + 100 * i))
-    groups["other concepts"] = ("object", fg.preserve_probes(trained, avoid, 2 * a.probes, 7000))
+        groups[style] = ("style", fg.style_probes(trained, STYLES.index(style), probes_per_group, 5000 + 100 * i))
+    groups["other concepts"] = ("object", fg.preserve_probes(trained, avoid, 2 * probes_per_group, 7000))
     for i, style in enumerate(s for s in NAMED_STYLES if s not in a.styles):
-        groups[f"{style} style"] = ("style", fg.style_probes(trained, STYLES.index(style), a.probes, 8000 + 100 * i))
-    measured, images = measure(tw, readers, groups, unlearned)
+        groups[f"{style} style"] = ("style", fg.style_probes(trained, STYLES.index(style), probes_per_group, 8000 + 100 * i))
+    measured, images = measure(tw, readers, groups, unlearned, protocol.sampling_steps)
 
     shown_rows = [(f"forget {n}" if n in forgotten else f"keep: {n}", probes[:6]) for n, (_, probes) in groups.items()]
     before, after = (torch.cat([images[n][when][:6] for n in groups]) for when in ("before", "after"))
@@ -140,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {"forgotten": forgotten, "model": a.model.name, "model_step": int(tw.metadata.get("step", 0)),
               "fia_seconds": round(fia_seconds, 1), "pruned_weights": mask.pruned_count, "sparsity": mask.sparsity,
               "r2": {c: settings.per_concept[c].r2 for c in forgotten}, "alpha": settings.alpha,
-              "probes_per_group": a.probes, "rates": measured, "verdict": verdict(measured, forgotten),
+              "probes_per_group": probes_per_group, "rates": measured, "verdict": verdict(measured, forgotten),
               "seconds": round(time.perf_counter() - started, 1)}
     (a.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     lines = [f"# FIA on EmojiWorld: forget {', '.join(forgotten)} at once", "",
@@ -150,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
              report["verdict"], "",
              "| prompts asking for | read as asked, before | after |", "|---|---|---|",
              *[f"| {n} ({r['kind']}) | {fmt(r['before'])} | {fmt(r['after'])} |" for n, r in measured.items()], "",
-             f"{a.probes} images per group ({2 * a.probes} for other concepts), same seeds before and after; a concept "
+             f"{probes_per_group} images per group ({2 * probes_per_group} for other concepts), same seeds before and after; a concept "
              "read by the CNN and by template matching, a style by the CNN's style head. Grid: grid.png."]
     (a.out / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -1,6 +1,6 @@
-"""`make demo`: forget a colour, a shape and a background from ToyWorld at once, and show it.
+"""`make shapes-demo`: forget a colour, a shape and a background from ToyWorld at once, and show it.
 
-Writes to out/demo/: grid.png (same prompts and seeds before and after), mask.safetensors,
+Writes to out/shapes_demo/: grid.png (same prompts and seeds before and after), mask.safetensors,
 report.md and report.json (forget and preserve rates read by the evaluator, a colour's forget rate
 also by the training-free colour rule).
 """
@@ -97,7 +97,7 @@ def verdict(forget_rate: dict[str, dict[str, float]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", default="out/demo")
+    parser.add_argument("--out", default="out/shapes_demo")
     parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="ToyWorld model (the loader's default)")
     parser.add_argument("--probes", type=int, default=40, help="images per concept for the rates")
     parser.add_argument("--r2", type=float, default=0.0, help="Eq.4-5 fraction; 0 = the paper's (0.01)")
