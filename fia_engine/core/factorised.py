@@ -52,10 +52,15 @@ class SortedColumns:
         self.rows = torch.empty((self.in_features, self.out_features), dtype=torch.int16, device=abs_weight.device)
         self.positive = torch.empty(self.in_features, dtype=torch.long, device=abs_weight.device)  # per column
         smallest = []
-        for start in range(0, self.in_features, _COLUMN_BLOCK):  # bounded: sort's int64 indices for a block only
-            values, order = torch.sort(abs_weight[:, start:start + _COLUMN_BLOCK].t(), dim=1)
+        row_ids = torch.arange(self.out_features, device=abs_weight.device)
+        for start in range(0, self.in_features, _COLUMN_BLOCK):  # bounded: a block's int64 keys at a time
+            # non-negative floats order as their bit patterns, so one int64 sort of (bits, row) orders
+            # the values and carries their rows, without the index tensor of a float sort
+            bits = abs_weight[:, start:start + _COLUMN_BLOCK].t().float().contiguous().view(torch.int32).long()
+            packed = torch.sort((bits << 16) | row_ids, dim=1).values
+            values = (packed >> 16).to(torch.int32).view(torch.float32)
             block = slice(start, start + values.shape[0])
-            self.keys[block], self.rows[block] = values, order
+            self.keys[block], self.rows[block] = values, (packed & 0xFFFF).to(torch.int16)
             self.positive[block] = (values > 0).sum(1)
             smallest.append(torch.where(values > 0, values, math.inf).amin())
         self.smallest_positive = float(torch.stack(smallest).min())
