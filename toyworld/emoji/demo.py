@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
               "seconds": round(time.perf_counter() - started, 1)}
     (a.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     lines = [f"# FIA on EmojiWorld: forget {', '.join(forgotten)} at once", "",
-             f"FIA at the paper's values (r1 0.05, alpha {settings.alpha}, 30 pairs, T = 10; r2 "
+             f"FIA at the paper's values (r1 0.05, alpha {settings.alpha}, {protocol.num_pairs} pairs, T = {protocol.recorded_steps}; r2 "
              + ", ".join(f"{c} {r}" for c, r in report["r2"].items()) + f") took {fia_seconds:.0f} s and pruned "
              f"{mask.pruned_count:,} weights ({100 * mask.sparsity:.2f}% of the sixteen ff.net.2 layers).", "",
              report["verdict"], "",
